@@ -1,0 +1,114 @@
+"""Checkpoints: ``model.safetensors`` + ``card.json``. Never pickles (safetensors only)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dlum.errors import CheckpointError
+
+__all__ = ["WEIGHTS", "CARD", "save_checkpoint", "load_checkpoint", "load_state", "read_card", "write_card"]
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+def write_card(directory: str | Path, card: dict[str, Any]) -> Path:
+    path = Path(directory) / CARD
+    path.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def read_card(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's card (config, data, metrics, provenance)."""
+    path = Path(directory) / CARD
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {CARD} (is this a dlum checkpoint folder?)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(card, dict) or "model" not in card:
+        raise CheckpointError(f"{path}: the card has no 'model' section")
+    return card
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    card: dict[str, Any],
+    *,
+    dtype: torch.dtype | None = None,
+    weights_name: str = WEIGHTS,
+) -> Path:
+    """Write the model's state (optionally cast, e.g. fp16 to halve the file) and its card."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # A shared backbone holds the same tensors under two names: store one copy, note the alias.
+    first_key: dict[int, str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for key, value in model.state_dict().items():
+        ptr = value.data_ptr()
+        if value.numel() and ptr in first_key:
+            aliases[key] = first_key[ptr]
+            continue
+        first_key[ptr] = key
+        value = value.detach().to("cpu")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        unique[key] = value.contiguous().clone()
+    metadata = {"format": "dlum", "model": json.dumps(card["model"]), "aliases": json.dumps(aliases)}
+    save_file(unique, str(directory / weights_name), metadata=metadata)
+    if weights_name == WEIGHTS:
+        write_card(directory, card)
+    return directory
+
+
+def load_state(weights: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict as saved by :func:`save_checkpoint` (shared tensors restored)."""
+    from safetensors import safe_open
+
+    try:
+        state = load_file(str(weights), device="cpu")
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+        aliases = json.loads(meta.get("aliases", "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    for key, target in aliases.items():
+        state[key] = state[target]
+    return state
+
+
+def load_checkpoint(
+    directory: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    weights_name: str = WEIGHTS,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network named in the card and load its weights (fp32, eval mode)."""
+    from dlum.networks import build_model
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint folder not found")
+    card = read_card(directory)
+    weights = directory / weights_name
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: no {weights_name}")
+    state = load_state(weights)
+    try:
+        model = build_model(card["model"])
+    except Exception as exc:
+        raise CheckpointError(f"{directory}: cannot build the model the card describes ({exc})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: weights do not fit the model in the card ({exc})") from None
+    return model.to(device).eval(), card
