@@ -29,6 +29,9 @@ SAME_PATIENT = "same_patient"
 PSEUDO = "pseudo"
 PAIRINGS = (SAME_PATIENT, PSEUDO)
 
+#: ``source`` of generated phantom cases: never mixed with real cases in one table or metric.
+SYNTHETIC_SOURCE = "synthetic-phantom"
+
 #: Splits.
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)

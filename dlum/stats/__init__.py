@@ -1,0 +1,90 @@
+"""Statistics behind every ROC curve, table and p-value of dlum, checked against R (pROC, irr, vcd).
+
+- ``roc``: AUC with DeLong variance/CI, paired and unpaired DeLong tests, bootstrap CI, curve points,
+  operating thresholds, calibration table.
+- ``proportions``: Wilson / exact (Clopper–Pearson) / continuity-corrected intervals.
+- ``decisions``: sensitivity, specificity, PPV, NPV, biopsy figures, McNemar and chi-square tests.
+- ``agreement``: Cohen's kappa, unweighted or linear/quadratic weighted, over declared levels.
+- ``subgroups``: one tidy table per rater and subgroup (all / concordant / discordant).
+- ``tables``: the article's Tables 2-4 as data, with Table 2 recomputed from its counts.
+"""
+from __future__ import annotations
+
+from dlum.stats._validate import DegenerateDataWarning
+from dlum.stats.agreement import Kappa, agreement_table, weighted_kappa
+from dlum.stats.decisions import (
+    BinaryMetrics,
+    BiopsyMetrics,
+    Chi2Test,
+    McNemarTest,
+    binary_metrics,
+    biopsy_metrics,
+    chi2_test,
+    mcnemar_test,
+)
+from dlum.stats.proportions import Proportion, proportion, proportion_ci
+from dlum.stats.roc import (
+    BootstrapAuc,
+    DelongTest,
+    DelongUnpairedTest,
+    RocAuc,
+    bootstrap_auc_ci,
+    calibration_table,
+    delong_test,
+    delong_test_unpaired,
+    roc_auc_ci,
+    roc_curve_points,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+from dlum.stats.subgroups import subgroup_comparisons, subgroup_summary
+from dlum.stats.tables import (
+    load_paper_tables,
+    recompute_table2,
+    recompute_table3,
+    table2,
+    table3,
+    table4,
+)
+
+__all__ = [
+    # issue 3 API
+    "roc_auc_ci",
+    "delong_test",
+    "delong_test_unpaired",
+    "proportion_ci",
+    "binary_metrics",
+    "mcnemar_test",
+    "chi2_test",
+    "weighted_kappa",
+    "biopsy_metrics",
+    "subgroup_summary",
+    # curves, operating points and tables for the app and benchmarks
+    "bootstrap_auc_ci",
+    "roc_curve_points",
+    "youden_threshold",
+    "threshold_for_sensitivity",
+    "calibration_table",
+    "proportion",
+    "agreement_table",
+    "subgroup_comparisons",
+    # the article's tables
+    "load_paper_tables",
+    "table2",
+    "table3",
+    "table4",
+    "recompute_table2",
+    "recompute_table3",
+    # result types and the warning category
+    "RocAuc",
+    "DelongTest",
+    "DelongUnpairedTest",
+    "BootstrapAuc",
+    "Proportion",
+    "BinaryMetrics",
+    "BiopsyMetrics",
+    "McNemarTest",
+    "Chi2Test",
+    "Kappa",
+    "DegenerateDataWarning",
+]

@@ -1,0 +1,266 @@
+"""dlum.data.manifest: the cohort table's schema, validation (all problems at once) and writing."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dlum.data.manifest import (
+    COLUMNS,
+    REQUIRED_COLUMNS,
+    case_box,
+    derive_subgroup,
+    parse_birads,
+    parse_label,
+    read_cohort,
+    write_cohort,
+)
+from dlum.errors import CohortError
+
+HEADER = ",".join(COLUMNS)
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    """A folder with a 100x80 (w x h) US image and a 200x150 MG image."""
+    Image.fromarray(np.full((80, 100), 90, np.uint8)).save(tmp_path / "us.png")
+    Image.fromarray(np.full((150, 200), 40, np.uint8)).save(tmp_path / "mg.png")
+    return tmp_path
+
+
+def write(folder: Path, text: str, name: str = "cohort.csv") -> Path:
+    path = folder / name
+    path.write_text(text.strip() + "\n", encoding="utf-8")
+    return path
+
+
+def row(case="c1", patient="p1", us="us.png", mg="mg.png", us_box="10,10,50,40",
+        mg_box="20,20,120,100", label="malignant", us_birads="4", mg_birads="3",
+        us_src="reported", mg_src="reported", pairing="same_patient", source="clinic",
+        split="test") -> str:
+    return ",".join([case, patient, us, mg, us_box, mg_box, label, us_birads, mg_birads,
+                     us_src, mg_src, pairing, source, split])
+
+
+def test_columns_are_the_documented_schema():
+    assert COLUMNS == (
+        "case_id", "patient_id", "us_image", "mg_image", "us_x0", "us_y0", "us_x1", "us_y1",
+        "mg_x0", "mg_y0", "mg_x1", "mg_y1", "label", "us_birads", "mg_birads",
+        "us_birads_source", "mg_birads_source", "pairing", "source", "split",
+    )
+    assert set(REQUIRED_COLUMNS) <= set(COLUMNS)
+
+
+def test_valid_table_is_read_resolved_and_typed(images):
+    path = write(images, "\n".join([
+        HEADER,
+        row(),
+        row(case="c2", patient="p2", us_box=",,,", label="0", us_birads="4b", mg_birads="5"),
+        row(case="c3", patient="p3", label="benign", us_birads="", split="validation"),
+    ]))
+    df = read_cohort(path)
+    assert list(df.columns) == list(COLUMNS) + ["subgroup"]
+    assert df["label"].tolist() == [1, 0, 0]
+    assert df["label"].dtype == np.int64
+    assert Path(df.loc[0, "us_image"]).is_absolute()
+    assert Path(df.loc[0, "us_image"]) == (images / "us.png").resolve()
+    assert df.loc[1, "us_birads"] == 4  # 4b read as 4
+    assert math.isnan(df.loc[1, "us_x0"])  # empty ROI = whole image
+    assert case_box(df.loc[1], "us") is None
+    assert case_box(df.loc[0], "us") == (10, 10, 50, 40)
+    assert df["subgroup"].tolist() == ["discordant", "concordant", "undetermined"]
+    assert df.attrs["excluded"] == 0
+
+
+def test_minimal_hand_written_table_gets_defaults(images):
+    path = write(images, "case_id,patient_id,us_image,mg_image,label\nA,P,us.png,mg.png,malignant")
+    df = read_cohort(path)
+    assert df.loc[0, "split"] == "test"
+    assert df.loc[0, "pairing"] == "same_patient"
+    assert df.loc[0, "subgroup"] == "undetermined"
+    assert math.isnan(df.loc[0, "mg_x1"])
+    assert df.loc[0, "us_birads_source"] == ""
+
+
+def test_header_case_and_spaces_and_aliases_are_tolerated(images):
+    path = write(images, "Case_ID , Patient ID,US_Image,MG_Image,Label,Split,US_BIRADS,MG_BIRADS\n"
+                         "A,P,us.png,mg.png,MALIGNANT,val,BI-RADS 4,2")
+    df = read_cohort(path)
+    assert df.loc[0, "split"] == "validation"
+    assert df.loc[0, "label"] == 1
+    assert df.loc[0, "subgroup"] == "discordant"
+    assert df.loc[0, "us_birads_source"] == "reported"
+
+
+def test_malformed_table_reports_every_fault_at_once(images):
+    path = write(images, "\n".join([
+        HEADER,
+        row(case="c1"),
+        row(case="c1", patient="p2"),  # duplicate case_id
+        row(case="c3", label="maybe"),  # bad label
+        row(case="c4", us_birads="7"),  # BI-RADS out of range
+        row(case="c5", mg="nowhere.png"),  # missing image
+        row(case="c6", us_box="10,10,500,40"),  # ROI outside the 100-px-wide image
+        row(case="c7", mg_box="abc,20,120,100"),  # non-numeric ROI
+        row(case="c8", split="holdout"),  # unknown split
+        row(case="c9", pairing="cousins"),  # unknown pairing
+        row(case="c10", us_box="30,10,20,40"),  # inverted ROI
+        row(case="c11", patient=""),  # empty patient
+    ]))
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    problems = info.value.problems
+    message = str(info.value)
+    expected = [
+        ("'c1' appears on data rows 1, 2", None),
+        ("data row 3", "'label'"),
+        ("data row 4", "'us_birads'"),
+        ("data row 5", "'mg_image'"),
+        ("data row 6", "us_x1"),
+        ("data row 7", "mg_x0"),
+        ("data row 8", "'split'"),
+        ("data row 9", "'pairing'"),
+        ("data row 10", "us_x0"),
+        ("data row 11", "'patient_id'"),
+    ]
+    assert len(problems) == len(expected), message
+    for where, column in expected:
+        hits = [p for p in problems if where in p and (column is None or column in p)]
+        assert hits, f"no problem naming {where} / {column} in:\n{message}"
+    assert "file line 4" in message  # data row 3 is the 4th line of the file
+    assert "outside the image" in message and "nowhere.png" in message
+
+
+def test_missing_columns_are_all_listed(images):
+    path = write(images, "case_id,us_image,us_x0,us_y0\nc1,us.png,1,2")
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    text = str(info.value)
+    for column in ("patient_id", "mg_image", "label"):
+        assert f"'{column}' is missing" in text
+    assert "us_x1" in text  # ROI columns come in fours
+
+
+def test_birads_0_1_6_rows_are_excluded_with_a_count(images):
+    path = write(images, "\n".join([
+        HEADER,
+        row(case="a", us_birads="0"),
+        row(case="b"),
+        row(case="c", mg_birads="6"),
+        row(case="d", us_birads="1", mg="missing-but-excluded.png"),
+    ]))
+    with pytest.warns(UserWarning, match="3 row"):
+        df = read_cohort(path)
+    assert df["case_id"].tolist() == ["b"]
+    assert df.attrs["excluded"] == 3
+    assert df.attrs["excluded_rows"] == [1, 3, 4]
+
+
+def test_check_images_off_skips_files_and_roi_bounds(images):
+    path = write(images, HEADER + "\n" + row(us="elsewhere.png", us_box="0,0,5000,5000"))
+    df = read_cohort(path, check_images=False)
+    assert df.loc[0, "us_x1"] == 5000
+    with pytest.raises(CohortError, match="file not found"):
+        read_cohort(path)
+
+
+def test_buffer_with_base_dir(images):
+    text = HEADER + "\n" + row()
+    df = read_cohort(io.StringIO(text), base_dir=images)
+    assert Path(df.loc[0, "mg_image"]) == (images / "mg.png").resolve()
+
+
+@pytest.mark.parametrize("text", ["", "not,a\n\"broken", "case_id,patient_id,us_image,mg_image,label\n"])
+def test_unreadable_or_empty_tables_raise_cohort_error(tmp_path, text):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(CohortError):
+        read_cohort(path)
+
+
+def test_missing_table_file(tmp_path):
+    with pytest.raises(CohortError, match="not found"):
+        read_cohort(tmp_path / "absent.csv")
+
+
+def test_typed_subgroup_column_is_ignored(images):
+    path = write(images, "case_id,patient_id,us_image,mg_image,label,us_birads,mg_birads,subgroup\n"
+                         "A,P,us.png,mg.png,1,5,5,discordant")
+    with pytest.warns(UserWarning, match="derived"):
+        df = read_cohort(path)
+    assert df.loc[0, "subgroup"] == "concordant"
+
+
+def test_synthetic_and_real_rows_may_not_share_a_table(images):
+    path = write(images, "\n".join([HEADER, row(case="a", source="synthetic-phantom"), row(case="b")]))
+    with pytest.raises(CohortError, match="synthetic"):
+        read_cohort(path)
+
+
+def test_write_then_read_round_trips_with_relative_paths(images, tmp_path):
+    df = read_cohort(write(images, "\n".join([
+        HEADER, row(), row(case="c2", mg_box=",,,", label="benign", us_birads="2", mg_birads=""),
+    ])))
+    out = write_cohort(df, images / "copy.csv")
+    written = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(written.columns) == list(COLUMNS)
+    assert written.loc[0, "us_image"] == "us.png"  # under the table's folder: relative
+    assert written.loc[0, "label"] == "malignant"
+    assert written.loc[0, "us_x0"] == "10" and written.loc[1, "mg_x0"] == ""
+    again = read_cohort(out)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_like=False)
+
+    elsewhere = tmp_path / "other" / "t.csv"
+    write_cohort(df, elsewhere)
+    assert Path(pd.read_csv(elsewhere)["us_image"][0]).is_absolute()
+
+
+@pytest.mark.parametrize(
+    "us, mg, expected",
+    [
+        (4, 3, "discordant"), (2, 5, "discordant"), ("4c", "2", "discordant"),
+        (4, 5, "concordant"), (2, 3, "concordant"), (5, "4a", "concordant"),
+        (None, 4, "undetermined"), (3, float("nan"), "undetermined"), (0, 4, "undetermined"),
+    ],
+)
+def test_derive_subgroup(us, mg, expected):
+    assert derive_subgroup(us, mg) == expected
+
+
+def test_derive_subgroup_vectorised_keeps_index():
+    us = pd.Series([4, 2, np.nan], index=[7, 8, 9])
+    out = derive_subgroup(us, [2, 3, 4])
+    assert out.tolist() == ["discordant", "concordant", "undetermined"]
+    assert out.index.tolist() == [7, 8, 9]
+    with pytest.raises(ValueError):
+        derive_subgroup([4, 5], [3])
+
+
+@pytest.mark.parametrize("value, expected", [("benign", 0), ("Malignant", 1), ("0", 0), (1, 1), ("1.0", 1)])
+def test_parse_label(value, expected):
+    assert parse_label(value) == expected
+
+
+@pytest.mark.parametrize("value", ["B", "2", "", None, 0.5])
+def test_parse_label_refuses(value):
+    with pytest.raises(ValueError):
+        parse_label(value)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("4a", 4), ("4B", 4), (" 5 ", 5), (3.0, 3), ("2.0", 2), ("BI-RADS 4", 4), ("", None), (0, 0), ("6", 6)],
+)
+def test_parse_birads(value, expected):
+    assert parse_birads(value) == expected
+
+
+@pytest.mark.parametrize("value", ["7", "3a", "four", 4.5, -1])
+def test_parse_birads_refuses(value):
+    with pytest.raises(ValueError):
+        parse_birads(value)

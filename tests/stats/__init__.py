@@ -1,0 +1,1 @@
+"""Tests of dlum.stats (a package so that test module names cannot clash with other folders)."""

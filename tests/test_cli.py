@@ -1,0 +1,159 @@
+"""dlum.cli: the command-line frame, and `python -m dlum prepare` on the public data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlum import cli
+from dlum.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ the frame
+def test_help_lists_prepare(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    assert "prepare" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_registered_command_runs_and_errors_become_messages(capsys):
+    seen = {}
+
+    def add(parser):
+        parser.add_argument("--fail", action="store_true")
+
+    def run(args):
+        if args.fail:
+            raise InputError("that file is no image", "x.png")
+        seen["ran"] = True
+        return 0
+
+    cli.register(cli.Command("dummy-test", "a test command", add, run))
+    try:
+        assert cli.main(["dummy-test"]) == 0 and seen["ran"]
+        assert cli.main(["dummy-test", "--fail"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "dlum dummy-test: error: x.png: that file is no image"
+        assert "Traceback" not in err
+    finally:
+        cli.COMMANDS.pop("dummy-test")
+
+
+def test_prepare_on_a_missing_folder_is_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dlum", "prepare", "--data", str(tmp_path / "nowhere"),
+         "--out", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "data folder not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------ prepare, real data
+@pytest.fixture(scope="session")
+def prepared(shared_data, tmp_path_factory):
+    """Run the real `python -m dlum prepare` once (about a minute or two on 2 cores)."""
+    out = tmp_path_factory.mktemp("prepared")
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "dlum", "prepare", "--data", str(shared_data), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result, seconds
+
+
+@pytest.mark.slow
+def test_prepare_runs_in_time_and_prints_the_summary(prepared):
+    out, result, seconds = prepared
+    assert seconds < 600
+    text = result.stdout
+    assert "NOT same-patient pairs" in text
+    assert "Cases by split x pathology x subgroup" in text
+    for word in ("train", "validation", "test", "benign", "malignant", "concordant", "discordant",
+                 "distinct US images", "distinct MG images"):
+        assert word in text
+    assert "crops" in result.stderr  # the progress bar
+
+
+@pytest.mark.slow
+def test_prepare_cache_is_small_and_loads(prepared):
+    from dlum.data.cache import load_crop_cache
+
+    out, _, _ = prepared
+    total = sum(p.stat().st_size for p in out.iterdir())
+    assert total < 60 * 2**20
+    summary = json.loads((out / "prepare_summary.json").read_text())
+    size = summary["cache"]["size"]
+    assert 224 < size <= 256
+    cohort, us, mg = load_crop_cache(out)
+    assert us.shape == (2127, size, size) and us.dtype == np.uint8
+    assert mg.shape == (95, size, size) and mg.dtype == np.uint8
+    assert len(cohort) == 2127
+    assert cohort["us_crop"].is_unique  # each US lesion once
+    assert cohort["us_crop"].between(0, len(us) - 1).all()
+    assert set(cohort["mg_crop"]) == set(range(len(mg)))  # every MG lesion used, stored once
+    assert (us.reshape(len(us), -1).max(axis=1) == 255).all()  # min-max per crop
+    assert summary["cases"] == 2127 and summary["seed"] == 0
+    assert summary["mg_lesion_reuse"]["max"] - summary["mg_lesion_reuse"]["min"] < 25
+
+
+@pytest.mark.slow
+def test_prepare_crops_match_the_original_images(prepared):
+    from dlum.data.cache import load_crop_cache, make_crop
+    from dlum.data.io import read_image
+    from dlum.data.manifest import case_box
+
+    out, _, _ = prepared
+    cohort, us, mg = load_crop_cache(out)
+    for i in (0, 1000, len(cohort) - 1):
+        row = cohort.iloc[i]
+        for modality, stack in (("us", us), ("mg", mg)):
+            expected = make_crop(read_image(row[f"{modality}_image"]), case_box(row, modality), us.shape[1])
+            np.testing.assert_array_equal(stack[row[f"{modality}_crop"]], expected)
+
+
+@pytest.mark.slow
+def test_prepared_table_is_valid_and_honest(prepared, shared_data):
+    from dlum.data.manifest import COLUMNS, read_cohort
+
+    out, _, _ = prepared
+    assert list(pd.read_csv(out / "cohort.csv", nrows=1).columns) == list(COLUMNS)
+    cohort = read_cohort(out / "cohort.csv")  # images and ROIs checked too
+    assert (cohort["pairing"] == "pseudo").all()
+    for modality in ("us", "mg"):
+        assert (cohort.groupby(f"{modality}_image")["split"].nunique() == 1).all()
+    lesions = pd.read_csv(out / "lesions.csv")
+    assert (lesions.groupby(["modality", "patient_id"])["split"].nunique() == 1).all()
+    label = lesions.set_index("lesion_id")["label"]
+    us_id = cohort["case_id"].str.split("+").str[0]
+    mg_id = cohort["case_id"].str.split("+").str[1]
+    assert (label.loc[us_id].to_numpy() == cohort["label"].to_numpy()).all()
+    assert (label.loc[mg_id].to_numpy() == cohort["label"].to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_prepare_same_seed_same_table(prepared, shared_data, tmp_path):
+    out, _, _ = prepared
+    assert cli.main(["prepare", "--data", str(shared_data), "--out", str(tmp_path),
+                     "--no-crops", "--quiet"]) == 0
+    assert (tmp_path / "cohort.csv").read_bytes() == (out / "cohort.csv").read_bytes()
+    assert (tmp_path / "lesions.csv").read_bytes() == (out / "lesions.csv").read_bytes()
+    assert not (tmp_path / "crops_us.png").exists()
