@@ -99,6 +99,188 @@ register(
 
 
 # ---------------------------------------------------------------------------------------- main
+
+# --------------------------------------------------------------------------------------- train
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from dlum.training import ARCHS, TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table (ARCHITECTURE schema)")
+    parser.add_argument("--crops", metavar="NPZ", default=None,
+                        help="exact crop cache of that table (dlum.data.crops); then the images "
+                        "themselves need not be present")
+    parser.add_argument("--arch", choices=ARCHS, default="dlum", help="dlum (fusion), dlu (US), dlm (MG)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint folder to write")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--consistency-weight", type=float, default=d.consistency_weight)
+    parser.add_argument("--focal-alpha", type=float, default=d.focal_alpha)
+    parser.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
+    parser.add_argument("--pretrained", default=d.pretrained,
+                        help="auto (ImageNet when available), true (required), false (random)")
+    parser.add_argument("--share-backbone", action="store_true")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda")
+    parser.add_argument("--precision", default=d.precision, help="auto, bf16 or fp32")
+    parser.add_argument("--fold", type=int, default=None, help="train on the other folds, validate on this one")
+    parser.add_argument("--folds", type=int, default=d.folds)
+    parser.add_argument("--num-workers", type=int, default=d.num_workers)
+    parser.add_argument("--input-size", type=int, default=d.input_size, help=argparse.SUPPRESS)
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-resume", action="store_true", help="start again even if a run was interrupted")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    from dlum.data.crops import CropSet, extract_crops
+    from dlum.data.manifest import read_cohort
+    from dlum.training import TrainConfig, fit
+
+    pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
+    config = TrainConfig(
+        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        consistency_weight=args.consistency_weight, focal_alpha=args.focal_alpha,
+        focal_gamma=args.focal_gamma, pretrained=pretrained, share_backbone=args.share_backbone,
+        augment=not args.no_augment, seed=args.seed, device=args.device, precision=args.precision,
+        fold=args.fold, folds=args.folds, num_workers=args.num_workers, input_size=args.input_size,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+    )
+    cohort = read_cohort(args.cohort, check_images=args.crops is None)
+    if args.crops:
+        crops = CropSet.load(args.crops)
+        if len(crops) != len(cohort):
+            raise DLUMError(f"{args.crops} holds {len(crops)} rows but {args.cohort} has {len(cohort)}")
+    else:
+        crops = extract_crops(cohort, progress=not args.quiet)
+    data_info = {
+        "cohort": str(args.cohort),
+        "rows": int(len(cohort)),
+        "sources": sorted(set(cohort.get("source", []))),
+        "pairing": sorted(set(cohort.get("pairing", []))),
+        "split_sizes": {k: int(v) for k, v in cohort["split"].value_counts().items()},
+    }
+    card = fit(cohort, crops, args.out, config, resume=not args.no_resume,
+               progress=not args.quiet, data_info=data_info)
+    if card:
+        t = card["training"]
+        print(f"kept epoch {t['epoch_kept']} of {t['epochs_run']} (validation loss "
+              f"{t['best_val_loss']:.4f}, AUC {t['best_val_auc']:.3f}); wrote {args.out}")
+    return 0
+
+
+register(Command("train", "train DL-UM, DL-U or DL-M on a cohort table", _train_arguments, _train_run))
+
+
+# ------------------------------------------------------------------------------------ evaluate
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="DIR", required=True, help="DL-UM checkpoint folder")
+    parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table to predict")
+    parser.add_argument("--out", metavar="CSV", required=True, help="predictions.csv to write")
+    parser.add_argument("--split", default=None, help="only rows of this split (default: every row)")
+    parser.add_argument("--dlu", metavar="DIR", default=None, help="DL-U checkpoint (adds p_dlu)")
+    parser.add_argument("--dlm", metavar="DIR", default=None, help="DL-M checkpoint (adds p_dlm)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--quiet", action="store_true")
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from dlum.data.manifest import read_cohort
+    from dlum.inference import Predictor
+
+    cohort = read_cohort(args.cohort)
+    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision,
+                          dlu=args.dlu, dlm=args.dlm)
+    frame = predictor.predict_cohort(cohort, split=args.split, batch_size=args.batch_size,
+                                     progress=not args.quiet)
+    frame.to_csv(args.out, index=False, float_format="%.8f")
+    print(f"wrote {len(frame)} predictions to {args.out}")
+    return 0
+
+
+register(Command("evaluate", "predict every row (or one split) of a cohort table",
+                 _evaluate_arguments, _evaluate_run))
+
+
+# ------------------------------------------------------------------------------------- predict
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from dlum.visualize.cam import CAM_METHODS
+
+    parser.add_argument("--checkpoint", metavar="DIR", required=True)
+    parser.add_argument("--us", metavar="FILE", default=None, help="ultrasound image (PNG/JPEG/DICOM)")
+    parser.add_argument("--mg", metavar="FILE", default=None, help="mammography image (PNG/JPEG/DICOM)")
+    parser.add_argument("--us-roi", metavar="x0,y0,x1,y1", default=None, help="lesion box (default: whole image)")
+    parser.add_argument("--mg-roi", metavar="x0,y0,x1,y1", default=None)
+    parser.add_argument("--cam", metavar="OUTDIR", default=None, help="write CAM overlays (PNG) here")
+    parser.add_argument("--cam-method", default="Grad-CAM", choices=CAM_METHODS)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+
+
+def _predict_run(args: argparse.Namespace) -> int:
+    import json
+
+    from dlum.data.roi import parse_box
+    from dlum.inference import Predictor
+
+    if args.us is None and args.mg is None:
+        raise DLUMError("give --us FILE and/or --mg FILE")
+    us_box = parse_box(args.us_roi, "--us-roi") if args.us_roi else None
+    mg_box = parse_box(args.mg_roi, "--mg-roi") if args.mg_roi else None
+    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
+    result = predictor.predict_pair(us=args.us, mg=args.mg, us_box=us_box, mg_box=mg_box)
+    out = {"us": args.us, "mg": args.mg, "us_roi": us_box, "mg_roi": mg_box, **result.to_dict()}
+    if args.cam:
+        from dlum.visualize.cam import write_cam_overlays
+
+        out["cam_files"] = write_cam_overlays(predictor, args.cam, us=args.us, mg=args.mg,
+                                              us_box=us_box, mg_box=mg_box, method=args.cam_method)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+register(Command("predict", "predict one case and print one JSON object", _predict_arguments, _predict_run))
+
+
+# -------------------------------------------------------------------------------------- report
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="DIR", required=True)
+    parser.add_argument("--held-out", metavar="CSV", default=None,
+                        help="validation + test predictions (DL-UM, with p_dlu/p_dlm): choose the "
+                        "threshold on validation, write card metrics and the test predictions.csv")
+    parser.add_argument("--readme", metavar="FILE", default=None, help="refresh the results table here")
+
+
+def _report_run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from dlum.checkpoint import read_card, write_card
+    from dlum.reporting import _nan_to_none, finalise_card, results_markdown, update_readme
+
+    card = read_card(args.checkpoint)
+    if args.held_out:
+        card, test = finalise_card(card, pd.read_csv(args.held_out))
+        test.to_csv(Path(args.checkpoint) / "predictions.csv", index=False, float_format="%.8f")
+        write_card(args.checkpoint, _nan_to_none(card))
+    if "test_metrics" not in card:
+        raise DLUMError(f"{args.checkpoint}: the card has no test metrics (run with --held-out)")
+    markdown = results_markdown(card)
+    if args.readme:
+        update_readme(args.readme, markdown)
+    print(markdown)
+    return 0
+
+
+register(Command("report", "threshold, test metrics and the README results table of a checkpoint",
+                 _report_arguments, _report_run))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dlum import __version__
 

@@ -142,3 +142,30 @@ def overlay(image: np.ndarray, cam: np.ndarray, opacity: float = 0.5) -> np.ndar
     rgb = np.repeat(grey[..., None], 3, axis=2)
     opacity = float(np.clip(opacity, 0.0, 1.0))
     return show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=1 - opacity)
+
+
+def write_cam_overlays(predictor, out_dir, *, us=None, mg=None, us_box=None, mg_box=None,
+                       method: str = "Grad-CAM", opacity: float = 0.5) -> list[str]:
+    """CAM overlays of blocks 1–5 of each given image as PNGs in ``out_dir``; returns their paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from dlum.data.io import read_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for modality, source, box in ((US, us, us_box), (MG, mg, mg_box)):
+        if source is not None:
+            tensors[modality] = predictor.preprocess(read_image(source), box)[None]
+    result = compute_cams(predictor.model, tensors.get(US), tensors.get(MG), method=method)
+    written = []
+    for modality, maps in result.maps.items():
+        x = tensors[modality][0, 0].numpy()
+        grey = (x - x.min()) / (x.max() - x.min() + 1e-12)
+        for k, cam in enumerate(maps, start=1):
+            path = out / f"{modality}_block{k}.png"
+            Image.fromarray(overlay(grey, cam, opacity)).save(path)
+            written.append(str(path))
+    return written

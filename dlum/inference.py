@@ -1,0 +1,254 @@
+"""Inference with a DL-UM checkpoint: one uploaded pair, or every row of a cohort table.
+
+Pre-processing follows Xu et al. 2025: the lesion box expanded by 30% of its shortest side,
+cropped, resized to 224×224 and min–max normalised (``dlum.data.transforms.preprocess``).
+Probabilities are sigmoid(logit) = P(malignant).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from dlum.checkpoint import load_checkpoint
+from dlum.constants import DEFAULT_THRESHOLD, MG, US
+from dlum.data.crops import extract_crops
+from dlum.errors import CheckpointError, CohortError, InputError
+from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
+
+__all__ = ["Predictor", "PairPrediction", "PREDICTION_COLUMNS"]
+
+#: Columns of ``predictions.csv`` (``p_dlu`` / ``p_dlm`` follow when those models are given).
+PREDICTION_COLUMNS = [
+    "case_id", "patient_id", "label", "subgroup", "split", "p_dlum", "p_us_head", "p_mg_head",
+]
+
+
+@dataclass
+class PairPrediction:
+    """What the model says about one case. ``p_dlum`` is None when only one image was given."""
+
+    p_dlum: float | None
+    p_us_head: float | None
+    p_mg_head: float | None
+    p_us_blocks: list[float] | None = None
+    p_mg_blocks: list[float] | None = None
+    mode: str = "pair"  # "pair" | "us-only" | "mg-only"
+    threshold: float = DEFAULT_THRESHOLD
+    seconds: float = 0.0
+    device: str = ""
+    precision: str = ""
+    model_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probability(self) -> float:
+        """The probability the decision is made on: fused, or the one branch given."""
+        if self.p_dlum is not None:
+            return self.p_dlum
+        return self.p_us_head if self.p_us_head is not None else self.p_mg_head
+
+    @property
+    def biopsy_recommended(self) -> bool:
+        return self.probability >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["probability"] = self.probability
+        d["decision"] = "biopsy recommended" if self.biopsy_recommended else "follow-up"
+        return d
+
+
+class Predictor:
+    """A loaded checkpoint that turns images into probabilities.
+
+    Args:
+        checkpoint: folder with ``model.safetensors`` and ``card.json``.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``.
+        precision: ``"auto"`` (bf16 on GPUs and AMX CPUs, else fp32), ``"fp32"`` or ``"bf16"``.
+        dlu, dlm: optional DL-U / DL-M checkpoint folders for ``p_dlu`` / ``p_dlm`` columns.
+
+    >>> p = Predictor("checkpoints/dlum-public-v1")            # doctest: +SKIP
+    >>> p.predict_pair(us="us.png", mg="mg.dcm").p_dlum        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        dlu: str | Path | None = None,
+        dlm: str | Path | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.model, self.card = load_checkpoint(checkpoint, self.device)
+        if self.card.get("arch", "dlum") != "dlum":
+            raise CheckpointError(f"{checkpoint}: expected a DL-UM checkpoint, got {self.card.get('arch')}")
+        self.checkpoint = Path(checkpoint)
+        self.dtype = fast_dtype(self.device, precision)
+        self.baselines: dict[str, tuple[torch.nn.Module, dict]] = {}
+        for name, path in (("dlu", dlu), ("dlm", dlm)):
+            if path is not None:
+                self.baselines[name] = load_checkpoint(path, self.device)
+        self._prepare(self.model)
+        for model, _ in self.baselines.values():
+            self._prepare(model)
+        self._lock = threading.Lock()
+
+    def _prepare(self, model: torch.nn.Module) -> None:
+        if self.device.type == "cuda" or self.dtype != torch.float32:
+            model.to(memory_format=torch.channels_last)
+        model.eval().requires_grad_(False)
+
+    # -- facts -----------------------------------------------------------------------------
+    @property
+    def imagenet(self) -> bool:
+        return bool(self.card.get("input", {}).get("imagenet_normalisation", False))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card.get("input", {}).get("size", 224))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("operating_point", {}).get("threshold", DEFAULT_THRESHOLD))
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("name", self.checkpoint.name))
+
+    @property
+    def device_name(self) -> str:
+        return describe_device(self.device)
+
+    # -- tensors ---------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray, box=None) -> torch.Tensor:
+        from dlum.data.transforms import preprocess
+
+        return preprocess(image, box, size=self.input_size, imagenet=self.imagenet)
+
+    def _run(self, fn):
+        memory = torch.channels_last if self.device.type == "cuda" or self.dtype != torch.float32 else None
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            return fn(memory)
+
+    def forward(self, us: torch.Tensor | None, mg: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """Probabilities for batches of network inputs (either may be None: one branch only)."""
+
+        def to(x, memory):
+            x = x.to(self.device, non_blocking=True)
+            return x.contiguous(memory_format=memory) if memory is not None else x
+
+        def go(memory):
+            out: dict[str, np.ndarray] = {}
+            if us is not None and mg is not None:
+                o = self.model(to(us, memory), to(mg, memory))
+                out["p_dlum"] = _sigmoid(o.fused)
+                out["us_blocks"] = np.stack([_sigmoid(t) for t in o.us], axis=1)
+                out["mg_blocks"] = np.stack([_sigmoid(t) for t in o.mg], axis=1)
+            else:
+                for modality, x in ((US, us), (MG, mg)):
+                    if x is not None:
+                        logits = self.model.forward_branch(modality, to(x, memory)).logits
+                        out[f"{modality}_blocks"] = np.stack([_sigmoid(t) for t in logits], axis=1)
+            for name, (model, card) in self.baselines.items():
+                x = us if name == "dlu" else mg
+                if x is not None:
+                    out[f"p_{name}"] = _sigmoid(model(to(x, memory)).final)
+            return out
+
+        return self._run(go)
+
+    # -- one case --------------------------------------------------------------------------
+    def predict_pair(self, us=None, mg=None, *, us_box=None, mg_box=None) -> PairPrediction:
+        """Predict one case from image sources (path, bytes, file-like) or decoded arrays.
+
+        Either image may be omitted: the prediction is then that branch's block-5 output,
+        marked ``mode = "us-only"`` or ``"mg-only"``.
+        """
+        from dlum.data.io import read_image
+
+        if us is None and mg is None:
+            raise InputError("give at least one image (ultrasound or mammography)")
+        t0 = time.perf_counter()
+        tensors = {}
+        for modality, source, box in ((US, us, us_box), (MG, mg, mg_box)):
+            if source is None:
+                continue
+            image = source if isinstance(source, np.ndarray) else read_image(source)
+            tensors[modality] = self.preprocess(image, box)[None]
+        out = self.forward(tensors.get(US), tensors.get(MG))
+        us_blocks = out.get("us_blocks")
+        mg_blocks = out.get("mg_blocks")
+        mode = "pair" if len(tensors) == 2 else f"{next(iter(tensors))}-only"
+        return PairPrediction(
+            p_dlum=float(out["p_dlum"][0]) if "p_dlum" in out else None,
+            p_us_head=float(us_blocks[0, -1]) if us_blocks is not None else None,
+            p_mg_head=float(mg_blocks[0, -1]) if mg_blocks is not None else None,
+            p_us_blocks=us_blocks[0].tolist() if us_blocks is not None else None,
+            p_mg_blocks=mg_blocks[0].tolist() if mg_blocks is not None else None,
+            mode=mode,
+            threshold=self.threshold,
+            seconds=time.perf_counter() - t0,
+            device=self.device_name,
+            precision=str(self.dtype).replace("torch.", ""),
+            model_version=self.version,
+        )
+
+    # -- a cohort --------------------------------------------------------------------------
+    def predict_cohort(
+        self,
+        cohort: pd.DataFrame,
+        *,
+        split: str | None = None,
+        batch_size: int = 16,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """``predictions.csv`` rows for a validated cohort table (every row when split is None)."""
+        from dlum.data.transforms import to_network_input
+
+        if split is not None:
+            cohort = cohort[cohort["split"] == split]
+            if cohort.empty:
+                raise CohortError([f"no rows with split = {split!r}"])
+        cohort = cohort.reset_index(drop=True)
+        crops = extract_crops(cohort, progress=progress, quantise=False)
+        chunks: list[dict[str, np.ndarray]] = []
+        starts = range(0, len(cohort), batch_size)
+        for start in tqdm(starts, desc="predicting", disable=not progress, leave=False):
+            rows = range(start, min(start + batch_size, len(cohort)))
+            batch = {
+                m: torch.stack([
+                    to_network_input(crops.crop(m, r), size=self.input_size, imagenet=self.imagenet)
+                    for r in rows
+                ])
+                for m in (US, MG)
+            }
+            chunks.append(self.forward(batch[US], batch[MG]))
+        out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        frame = pd.DataFrame({
+            "case_id": cohort["case_id"].astype(str),
+            "patient_id": cohort["patient_id"].astype(str),
+            "label": cohort["label"].astype(int),
+            "subgroup": cohort["subgroup"],
+            "split": cohort["split"],
+            "p_dlum": out["p_dlum"],
+            "p_us_head": out["us_blocks"][:, -1],
+            "p_mg_head": out["mg_blocks"][:, -1],
+        })
+        for name in ("dlu", "dlm"):
+            if f"p_{name}" in out:
+                frame[f"p_{name}"] = out[f"p_{name}"]
+        return frame
+
+
+def _sigmoid(t: torch.Tensor) -> np.ndarray:
+    return torch.sigmoid(t.float()).cpu().numpy().astype(np.float64)

@@ -1,0 +1,529 @@
+"""Training DL-UM, DL-U and DL-M (Xu et al., Breast Cancer Research 2025, "Training").
+
+The paper's recipe by default: Adam (lr 1e-4, beta1 0.9), batch 16, focal loss on every
+deep-supervision head and on the fused output plus an MAE consistency term between the US and MG
+block-5 probabilities (DL-UM); a checkpoint per epoch, the epoch with the lowest mean validation
+loss kept. Runs on one device, or on several through ``torchrun`` (DistributedDataParallel).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from dlum.checkpoint import load_checkpoint, load_state, save_checkpoint
+from dlum.constants import MG, TRAIN, US, VALIDATION
+from dlum.data.crops import CropSet
+from dlum.data.transforms import to_network_input
+from dlum.errors import CheckpointError, DLUMError
+from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
+
+__all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "assign_folds", "ARCHS"]
+
+ARCHS = ("dlum", "dlu", "dlm")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint card)."""
+
+    arch: str = "dlum"
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    fused_weight: float = 1.0
+    supervision_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    consistency_weight: float = 1.0
+    pretrained: str = "auto"
+    share_backbone: bool = False
+    augment: bool = True
+    flip: bool = True
+    rotate_deg: float = 10.0
+    scale: float = 0.10
+    translate: float = 0.05
+    intensity: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    fold: int | None = None
+    folds: int = 5
+    num_workers: int = 0
+    max_steps_per_epoch: int | None = None
+    weights_dtype: str = "float16"
+    input_size: int = 224  # the paper's; smaller only for quick tests
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise DLUMError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        self.supervision_weights = tuple(float(w) for w in self.supervision_weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Augment:
+    """Light, label-preserving augmentation of one uint8 crop: flip, small affine, intensity.
+
+    Applied to the expanded-ROI crop before it is resized to the network input, so that the
+    evaluation path (no augmentation) is exactly the inference path.
+    """
+
+    def __init__(self, config: TrainConfig):
+        from torchvision.transforms import v2
+
+        steps = []
+        if config.flip:
+            steps.append(v2.RandomHorizontalFlip())
+        if config.rotate_deg or config.scale or config.translate:
+            steps.append(
+                v2.RandomAffine(
+                    degrees=config.rotate_deg,
+                    translate=(config.translate, config.translate),
+                    scale=(1 - config.scale, 1 + config.scale),
+                )
+            )
+        self.spatial = v2.Compose(steps) if steps else None
+        self.intensity = config.intensity
+
+    def __call__(self, crop: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None]
+        if self.spatial is not None:
+            x = self.spatial(x)
+        if self.intensity:
+            # gamma and contrast jitter on the [0, 1] scale
+            lo, hi = float(x.min()), float(x.max())
+            x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+            r = torch.rand(2, generator=generator)
+            gamma = math.exp((r[0].item() * 2 - 1) * self.intensity)
+            contrast = 1 + (r[1].item() * 2 - 1) * self.intensity
+            x = ((x.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5).clamp(0, 1)
+        return x[0].numpy()
+
+
+class PairDataset(Dataset):
+    """Rows of a cohort with their US and MG crops → (us, mg, label) network inputs."""
+
+    def __init__(
+        self,
+        crops: CropSet,
+        rows: np.ndarray,
+        *,
+        imagenet: bool,
+        augment: Augment | None = None,
+        modalities: tuple[str, ...] = (US, MG),
+        seed: int = 0,
+        size: int = 224,
+    ):
+        self.size = size
+        self.crops = crops
+        self.rows = np.asarray(rows)
+        self.imagenet = imagenet
+        self.augment = augment
+        self.modalities = modalities
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _input(self, modality: str, row: int) -> torch.Tensor:
+        crop = self.crops.crop(modality, row)
+        if self.augment is not None:
+            crop = self.augment(crop, self.generator)
+        return to_network_input(crop, size=self.size, imagenet=self.imagenet)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        empty = torch.zeros(0)
+        us = self._input(US, row) if US in self.modalities else empty
+        mg = self._input(MG, row) if MG in self.modalities else empty
+        return us, mg, torch.tensor(float(self.crops.labels[row]))
+
+
+def assign_folds(cohort: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """Patient-level fold number (0..folds-1) per row, stratified by pathology.
+
+    Uses scikit-learn's StratifiedGroupKFold so that no patient is in two folds.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold_of = np.full(len(cohort), -1)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    groups = cohort["patient_id"].astype(str).to_numpy()
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(cohort)), cohort["label"], groups)):
+        fold_of[held] = k
+    return fold_of
+
+
+def _select_rows(cohort: pd.DataFrame, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows: the cohort's split, or patient-level CV folds."""
+    if config.fold is not None:
+        pool = cohort.index[cohort["split"].isin([TRAIN, VALIDATION])].to_numpy()
+        folds = assign_folds(cohort.loc[pool].reset_index(drop=True), config.folds, config.seed)
+        if not 0 <= config.fold < config.folds:
+            raise DLUMError(f"--fold must be in 0..{config.folds - 1}")
+        return pool[folds != config.fold], pool[folds == config.fold]
+    train = cohort.index[cohort["split"] == TRAIN].to_numpy()
+    val = cohort.index[cohort["split"] == VALIDATION].to_numpy()
+    if len(train) == 0 or len(val) == 0:
+        raise DLUMError("the cohort needs rows with split 'train' and 'validation' (or use --fold)")
+    return train, val
+
+
+def _build(config: TrainConfig) -> torch.nn.Module:
+    from dlum.networks import DLUM, SingleBranch
+
+    if config.arch == "dlum":
+        return DLUM(pretrained=config.pretrained, share_backbone=config.share_backbone)
+    return SingleBranch(US if config.arch == "dlu" else MG, pretrained=config.pretrained)
+
+
+def _forward(model, arch: str, us: torch.Tensor, mg: torch.Tensor):
+    if arch == "dlum":
+        return model(us, mg)
+    return model(us if arch == "dlu" else mg)
+
+
+def _final_logit(output) -> torch.Tensor:
+    return output.fused if hasattr(output, "fused") else output.final
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _save_state(path: Path, model, optimizer, epoch: int, best: dict) -> None:
+    """Resume state: weights + Adam moments as safetensors, counters as JSON (no pickles)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous().reshape(value.shape)
+    meta = {"epoch": str(epoch), "best": json.dumps(best)}
+    tmp = path.with_suffix(".tmp")
+    # Shared tensors (shared backbone) must be stored once.
+    dedup: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    aliases = {}
+    for k, v in tensors.items():
+        if v.numel() and v.data_ptr() in seen:
+            aliases[k] = seen[v.data_ptr()]
+            continue
+        seen[v.data_ptr()] = k
+        dedup[k] = v
+    meta["aliases"] = json.dumps(aliases)
+    save_file(dedup, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, model, optimizer) -> tuple[int, dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    for k, target in json.loads(meta.get("aliases", "{}")).items():
+        tensors[k] = tensors[target]
+    _unwrap(model).load_state_dict(
+        {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    opt = optimizer.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            opt["state"].setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict(opt)
+    return int(meta["epoch"]), json.loads(meta["best"])
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+@torch.no_grad()
+def predict_rows(model, arch, crops: CropSet, rows, *, imagenet, device, dtype, batch_size=32, size=224):
+    """Probabilities for cohort rows from their crops (no augmentation): a dict of arrays."""
+    modalities = {"dlum": (US, MG), "dlu": (US,), "dlm": (MG,)}[arch]
+    ds = PairDataset(crops, rows, imagenet=imagenet, modalities=modalities, size=size)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    model.eval()
+    out: dict[str, list] = {}
+    for us, mg, _ in loader:
+        us, mg = us.to(device), mg.to(device)
+        with autocast(device, dtype):
+            o = _forward(model, arch, us, mg)
+        probs = _probabilities(o)
+        for k, v in probs.items():
+            out.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _probabilities(output) -> dict[str, np.ndarray]:
+    if hasattr(output, "fused"):
+        return {
+            "p_dlum": torch.sigmoid(output.fused.float()).cpu().numpy(),
+            "p_us_head": torch.sigmoid(output.us[-1].float()).cpu().numpy(),
+            "p_mg_head": torch.sigmoid(output.mg[-1].float()).cpu().numpy(),
+        }
+    return {"p": torch.sigmoid(output.final.float()).cpu().numpy()}
+
+
+def fit(
+    cohort: pd.DataFrame,
+    crops: CropSet,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    data_info: dict | None = None,
+) -> dict[str, Any]:
+    """Train one model; write ``model.safetensors`` (best epoch), ``card.json`` and logs.
+
+    Returns the card. ``cohort`` must be the table ``crops`` was built from (same row order).
+    """
+    from dlum.losses import DLUMLoss
+    from dlum.networks.pretrained import uses_imagenet_normalisation
+
+    rank, world = _distributed()
+    device = resolve_device(config.device)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    out_dir = Path(out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    train_rows, val_rows = _select_rows(cohort, config)
+    model = _build(config).to(device)
+    init_source = getattr(model, "init_source", "random")
+    imagenet = uses_imagenet_normalisation(init_source)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dtype = fast_dtype(device, config.precision)
+    criterion = DLUMLoss(
+        alpha=config.focal_alpha,
+        gamma=config.focal_gamma,
+        fused_weight=config.fused_weight,
+        supervision_weights=config.supervision_weights,
+        consistency_weight=config.consistency_weight,
+    )
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+        weight_decay=config.weight_decay,
+    )
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    modalities = {"dlum": (US, MG), "dlu": (US,), "dlm": (MG,)}[config.arch]
+    augment = Augment(config) if config.augment else None
+    train_ds = PairDataset(crops, train_rows, imagenet=imagenet, augment=augment,
+                           modalities=modalities, seed=config.seed + rank, size=config.input_size)
+    val_ds = PairDataset(crops, val_rows, imagenet=imagenet, modalities=modalities,
+                         size=config.input_size)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=config.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(config.seed)
+    loader_kw = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                     persistent_workers=config.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=sampler is None,
+                              sampler=sampler, drop_last=len(train_ds) > config.batch_size,
+                              generator=generator, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=max(32, config.batch_size), shuffle=False, **loader_kw)
+
+    state_path = out_dir / "last_state.safetensors"
+    start_epoch, best = 0, {"epoch": None, "val_loss": math.inf}
+    log: list[dict] = []
+    log_path = out_dir / "log.json"
+    if resume and state_path.is_file():
+        start_epoch, best = _load_state(state_path, model, optimizer)
+        if log_path.is_file():
+            log = json.loads(log_path.read_text())[:start_epoch]
+
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_model.train()
+        t0 = time.perf_counter()
+        running, seen = 0.0, 0
+        bar = tqdm(train_loader, desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress or rank != 0, leave=False)
+        for step, (us, mg, y) in enumerate(bar):
+            if config.max_steps_per_epoch and step >= config.max_steps_per_epoch:
+                break
+            us, mg, y = (t.to(device, non_blocking=True) for t in (us, mg, y))
+            if config.channels_last:
+                us = us.contiguous(memory_format=torch.channels_last) if us.numel() else us
+                mg = mg.contiguous(memory_format=torch.channels_last) if mg.numel() else mg
+            with autocast(device, dtype):
+                output = _forward(train_model, config.arch, us, mg)
+            parts = criterion(output, y)
+            optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()
+            optimizer.step()
+            running += parts.total.item() * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        train_time = time.perf_counter() - t0
+        # validation: mean loss and AUC of the model's own output
+        model.eval()
+        val_loss, val_n, probs, labels = 0.0, 0, [], []
+        with torch.no_grad():
+            for us, mg, y in val_loader:
+                us, mg, y = (t.to(device) for t in (us, mg, y))
+                with autocast(device, dtype):
+                    output = _forward(model, config.arch, us, mg)
+                val_loss += criterion(output, y).total.item() * len(y)
+                val_n += len(y)
+                probs.append(torch.sigmoid(_final_logit(output).float()).cpu().numpy())
+                labels.append(y.cpu().numpy())
+        probs_a, labels_a = np.concatenate(probs), np.concatenate(labels)
+        val_auc = _auc(labels_a, probs_a)
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": running / max(seen, 1),
+            "val_loss": val_loss / max(val_n, 1),
+            "val_auc": val_auc,
+            "train_seconds": train_time,
+            "pairs_per_second": seen / train_time if train_time else float("nan"),
+        }
+        log.append(entry)
+        if rank == 0:
+            improved = entry["val_loss"] < best["val_loss"]
+            if improved:
+                best = {"epoch": epoch + 1, "val_loss": entry["val_loss"], "val_auc": val_auc}
+                save_checkpoint(out_dir, model, {"model": _unwrap(model).config()},
+                                weights_name="best.safetensors")
+            _save_state(state_path, model, optimizer, epoch + 1, best)
+            _write_log(out_dir, log)
+            if progress:
+                tqdm.write(
+                    f"{config.arch} epoch {epoch + 1}: train loss {entry['train_loss']:.4f}, "
+                    f"val loss {entry['val_loss']:.4f}, val AUC {val_auc:.3f}"
+                    + ("  (best)" if improved else "")
+                )
+        if world > 1:
+            dist.barrier()
+
+    card: dict[str, Any] = {}
+    if rank == 0:
+        best_file = out_dir / "best.safetensors"
+        if not best_file.is_file():
+            raise CheckpointError(f"{out_dir}: no epoch was completed")
+        _unwrap(model).load_state_dict(load_state(best_file))  # the kept epoch
+        card = {
+            "name": out_dir.name,
+            "model": _unwrap(model).config(),
+            "arch": config.arch,
+            "initialisation": init_source,
+            "input": {"size": config.input_size, "imagenet_normalisation": imagenet,
+                      "roi_expansion": 0.30, "intensity": "min-max to [0, 1] per crop"},
+            "training": {
+                **config.to_dict(),
+                "epochs_run": len(log),
+                "epoch_kept": best["epoch"],
+                "best_val_loss": best["val_loss"],
+                "best_val_auc": best.get("val_auc"),
+                "train_rows": int(len(train_rows)),
+                "validation_rows": int(len(val_rows)),
+                "world_size": world,
+                "precision": str(dtype).replace("torch.", ""),
+                "seconds": time.perf_counter() - t_start,
+            },
+            "hardware": {"device": describe_device(device), "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "data": data_info or {},
+            "code_commit": _git_commit(),
+        }
+        # Ship the kept epoch in its storage precision, then predict the held-out rows with
+        # exactly what was shipped (reloaded as `python -m dlum evaluate` will load it).
+        save_checkpoint(out_dir, _unwrap(model), card, dtype=getattr(torch, config.weights_dtype))
+        best_file.unlink()
+        kept, _ = load_checkpoint(out_dir, device)
+        _write_held_out_predictions(out_dir, cohort, crops, kept, config, imagenet, train_rows, device)
+        state_path.unlink(missing_ok=True)  # the resume state is only kept while unfinished
+    if world > 1:
+        dist.barrier()
+    return card
+
+
+def _write_held_out_predictions(out_dir, cohort, crops, model, config, imagenet, train_rows, device):
+    """Probabilities (fp32) for every row not used for training, one CSV per split."""
+    held = np.setdiff1d(np.arange(len(cohort)), train_rows)
+    if device.type == "cuda":  # full fp32 so that CPU re-evaluation agrees
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    probs = predict_rows(model, config.arch, crops, held, imagenet=imagenet, device=device,
+                         dtype=torch.float32, size=config.input_size)
+    frame = cohort.iloc[held][["case_id", "patient_id", "label", "split"]].copy()
+    if "subgroup" in cohort:
+        frame.insert(3, "subgroup", cohort.iloc[held]["subgroup"].to_numpy())
+    if config.arch == "dlum":
+        for k, v in probs.items():
+            frame[k] = v
+    else:
+        frame[f"p_{config.arch}"] = probs["p"]
+    frame.to_csv(out_dir / "held_out_predictions.csv", index=False, float_format="%.8f")
+
+
+def _write_log(out_dir: Path, log: list[dict]) -> None:
+    (out_dir / "log.json").write_text(json.dumps(log, indent=1))
+    with open(out_dir / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(log[0]))
+        writer.writeheader()
+        writer.writerows(log)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, p))

@@ -1,0 +1,106 @@
+"""Predictor on a small checkpoint, and the shipped checkpoint against its predictions.csv."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dlum.checkpoint import save_checkpoint
+from dlum.data.manifest import read_cohort
+from dlum.data.synthetic import make_phantom_cohort
+from dlum.errors import CheckpointError, InputError
+from dlum.inference import PREDICTION_COLUMNS, Predictor
+from dlum.networks import DLUM
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints" / "dlum-public-v1"
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DLUM(pretrained=False).eval()
+    folder = tmp_path_factory.mktemp("ckpt")
+    card = {"name": "small", "model": model.config(), "arch": "dlum",
+            "input": {"size": 64, "imagenet_normalisation": False},
+            "operating_point": {"threshold": 0.4}}
+    save_checkpoint(folder, model, card)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def phantom_table(tmp_path_factory):
+    return make_phantom_cohort(tmp_path_factory.mktemp("ph"), n=6, seed=1, size=64)
+
+
+def test_pair_one_modality_and_cohort(small_checkpoint, phantom_table):
+    predictor = Predictor(small_checkpoint, device="cpu")
+    cohort = read_cohort(phantom_table)
+    row = cohort.iloc[0]
+    from dlum.data.crops import row_box
+
+    boxes = {"us_box": row_box(row, "us"), "mg_box": row_box(row, "mg")}
+    pair = predictor.predict_pair(us=row["us_image"], mg=row["mg_image"], **boxes)
+    assert pair.mode == "pair" and 0 <= pair.p_dlum <= 1 and len(pair.p_us_blocks) == 5
+    assert pair.threshold == 0.4 and pair.biopsy_recommended == (pair.p_dlum >= 0.4)
+    us_only = predictor.predict_pair(us=row["us_image"], us_box=boxes["us_box"])
+    assert us_only.mode == "us-only" and us_only.p_dlum is None
+    assert us_only.probability == pytest.approx(pair.p_us_head, abs=1e-6)
+    frame = predictor.predict_cohort(cohort, progress=False)
+    assert list(frame.columns) == PREDICTION_COLUMNS and len(frame) == len(cohort)
+    assert frame.loc[0, "p_dlum"] == pytest.approx(pair.p_dlum, abs=1e-5)
+    # bytes in, the same answer out (uploads stay in memory)
+    data = Path(row["us_image"]).read_bytes()
+    assert predictor.predict_pair(us=data, us_box=boxes["us_box"]).probability == pytest.approx(us_only.probability, abs=1e-6)
+
+
+def test_bad_inputs(small_checkpoint, tmp_path):
+    predictor = Predictor(small_checkpoint, device="cpu")
+    with pytest.raises(InputError):
+        predictor.predict_pair()
+    bad = tmp_path / "scan.png"
+    bad.write_text("not an image")
+    with pytest.raises(InputError, match="scan.png"):
+        predictor.predict_pair(us=str(bad))
+    with pytest.raises(CheckpointError):
+        Predictor(tmp_path, device="cpu")
+
+
+def test_predict_cli_prints_one_json_object(small_checkpoint, phantom_table, tmp_path):
+    cohort = read_cohort(phantom_table)
+    row = cohort.iloc[1]
+    cmd = [sys.executable, "-m", "dlum", "predict", "--checkpoint", str(small_checkpoint),
+           "--us", row["us_image"], "--mg", row["mg_image"], "--us-roi", "4,4,50,50",
+           "--cam", str(tmp_path / "cams")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert 0 <= out["p_dlum"] <= 1 and out["us_roi"] == [4, 4, 50, 50]
+    assert len(out["cam_files"]) == 10 and all(Path(p).is_file() for p in out["cam_files"])
+    bad = subprocess.run([sys.executable, "-m", "dlum", "predict", "--checkpoint",
+                          str(small_checkpoint), "--us", str(tmp_path / "missing.png")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "missing.png" in bad.stderr
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_reproduces_its_predictions(shared_data):
+    """`evaluate` (from the original images) agrees with the shipped predictions.csv to 1e-3."""
+    from dlum.data.pairing import build_public_cohort
+
+    shipped = pd.read_csv(SHIPPED / "predictions.csv")
+    card = json.loads((SHIPPED / "card.json").read_text())
+    assert card["data"]["pairing"] == "pseudo"
+    cohort = build_public_cohort(shared_data, seed=0)
+    sample = shipped.sample(8, random_state=0)
+    rows = cohort[cohort["case_id"].isin(sample["case_id"])]
+    assert len(rows) == 8 and set(rows["split"]) == {"test"}
+    predictor = Predictor(SHIPPED, device="cpu", precision="fp32")
+    ours = predictor.predict_cohort(rows, progress=False).set_index("case_id")
+    theirs = sample.set_index("case_id").loc[ours.index]
+    for column in ("p_dlum", "p_us_head", "p_mg_head"):
+        np.testing.assert_allclose(ours[column], theirs[column], atol=1e-3)

@@ -1,0 +1,106 @@
+"""Training on synthetic phantoms: the loss falls, checkpoints round-trip, DDP runs on CPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dlum.checkpoint import load_checkpoint
+from dlum.data.crops import CropSet, extract_crops
+from dlum.data.manifest import read_cohort
+from dlum.data.synthetic import make_phantom_cohort
+from dlum.training import TrainConfig, assign_folds, fit
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = dict(pretrained=False, input_size=32, batch_size=8, num_workers=0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    table = make_phantom_cohort(tmp_path_factory.mktemp("phantoms"), n=24, seed=3, size=64)
+    cohort = read_cohort(table)
+    return table, cohort, extract_crops(cohort, progress=False)
+
+
+def test_loss_falls_and_checkpoint_round_trips(phantoms, tmp_path):
+    _, cohort, crops = phantoms
+    card = fit(cohort, crops, tmp_path, TrainConfig(arch="dlum", epochs=4, lr=3e-4, **QUICK),
+               progress=False)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert len(log) == 4
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert card["training"]["epoch_kept"] == 1 + int(np.argmin([e["val_loss"] for e in log]))
+    # the shipped (fp16) weights reproduce the held-out predictions written by training
+    model, loaded_card = load_checkpoint(tmp_path)
+    assert loaded_card["model"] == card["model"]
+    from dlum.training import predict_rows
+
+    held = pd.read_csv(tmp_path / "held_out_predictions.csv")
+    rows = cohort.index[cohort["case_id"].isin(held["case_id"])].to_numpy()
+    again = predict_rows(model, "dlum", crops, rows, imagenet=False, device=torch.device("cpu"),
+                         dtype=torch.float32, size=32)
+    np.testing.assert_allclose(again["p_dlum"], held["p_dlum"], atol=1e-6)
+    # the resume state is gone once training finished
+    assert not (tmp_path / "last_state.safetensors").exists()
+
+
+def test_single_branch_baseline_and_resume(phantoms, tmp_path):
+    _, cohort, crops = phantoms
+    config = TrainConfig(arch="dlm", epochs=1, **QUICK)
+    fit(cohort, crops, tmp_path, config, progress=False)
+    first = json.loads((tmp_path / "log.json").read_text())
+    # resuming a finished run of 1 epoch to 2 epochs trains exactly one more epoch
+    from dlum.training import _save_state
+
+    model, _ = load_checkpoint(tmp_path)
+    opt = torch.optim.Adam(model.parameters())
+    _save_state(tmp_path / "last_state.safetensors", model, opt, 1,
+                {"epoch": 1, "val_loss": first[0]["val_loss"], "val_auc": first[0]["val_auc"]})
+    from dlum.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path, model, {"model": model.config()}, weights_name="best.safetensors")
+    card = fit(cohort, crops, tmp_path, TrainConfig(arch="dlm", epochs=2, **QUICK), progress=False)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert [e["epoch"] for e in log] == [1, 2]
+    held = pd.read_csv(tmp_path / "held_out_predictions.csv")
+    assert "p_dlm" in held and held["p_dlm"].between(0, 1).all()
+    assert card["arch"] == "dlm"
+
+
+def test_folds_are_patient_level_and_stratified(phantoms):
+    _, cohort, _ = phantoms
+    folds = assign_folds(cohort, 5, seed=0)
+    assert set(folds) == set(range(5))
+    per_patient = pd.Series(folds).groupby(cohort["patient_id"].to_numpy()).nunique()
+    assert (per_patient == 1).all()
+
+
+def test_crop_cache_round_trip(phantoms, tmp_path):
+    _, cohort, crops = phantoms
+    path = crops.save(tmp_path / "crops.npz")
+    again = CropSet.load(path)
+    assert len(again) == len(crops)
+    for m in ("us", "mg"):
+        for row in (0, len(cohort) - 1):
+            np.testing.assert_array_equal(again.crop(m, row), crops.crop(m, row))
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_cpu_processes(phantoms, tmp_path):
+    table, cohort, crops = phantoms
+    crops.save(tmp_path / "crops.npz")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "dlum", "train", "--cohort", str(table), "--crops", str(tmp_path / "crops.npz"),
+           "--arch", "dlu", "--out", str(tmp_path / "ddp"), "--epochs", "1", "--pretrained", "false",
+           "--input-size", "32", "--batch-size", "4", "--device", "cpu", "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = json.loads((tmp_path / "ddp" / "card.json").read_text())
+    assert card["training"]["world_size"] == 2
+    assert (tmp_path / "ddp" / "model.safetensors").is_file()
