@@ -1,0 +1,256 @@
+"""Case Review: one US + MG pair through DL-UM, live (widgets and layout; logic in dlum.app)."""
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import streamlit as st
+
+from dlum.app import case_review as cr
+from dlum.app import resources as res
+from dlum.constants import BIRADS_LEVELS, MAX_PIXELS, MG, MODALITIES, MODALITY_NAMES, N_BLOCKS, US
+from dlum.errors import DLUMError
+
+st.set_page_config(page_title="DL-UM · Case Review", page_icon=":material/radiology:",
+                   layout="wide")
+
+UPLOAD, EXAMPLE = "Upload images", "Example case"
+CAM_TARGETS = {"fused": "Fused DL-UM output", "branch": "Each branch's own output"}
+CAM_EXPLAINS = {"fused": "the fused DL-UM output", "branch": "each branch's own output"}
+
+st.title("Case Review")
+st.caption(res.DISCLAIMER)
+
+predictor = res.require_predictor()
+model = res.model_key(predictor)
+
+with st.sidebar:
+    st.markdown(f"**Model** `{predictor.version}`")
+    st.caption(res.device_summary(predictor))
+
+
+# ---------------------------------------------------------------------------------- session state
+def _set_box(m: str, box, shape) -> None:
+    height, width = shape
+    x0, y0, x1, y1 = box if box is not None else (0, 0, width, height)
+    for name, value in zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1)):
+        st.session_state[f"{m}_{name}"] = int(value)
+
+
+def _on_select(m: str, shape) -> None:
+    box = cr.box_from_selection(st.session_state.get(f"{m}_chart"), shape)
+    if box is not None:
+        _set_box(m, box, shape)
+
+
+def _whole_image(m: str, shape) -> None:
+    _set_box(m, None, shape)
+
+
+# ------------------------------------------------------------------------------------------ source
+source = st.segmented_control("Case", [UPLOAD, EXAMPLE], default=UPLOAD, key="source",
+                              label_visibility="collapsed")
+example = None
+example_images: dict = {}
+if source == EXAMPLE:
+    catalogue = res.example_catalogue()
+    example = st.selectbox("Example case", catalogue, format_func=lambda c: c.title,
+                           key="example", help="Synthetic phantoms always; public pseudo-pairs "
+                           "when the public data folder is present.")
+    if example is not None:
+        st.info(f"**{example.kind.capitalize()}** · pathology: {example.pathology}. "
+                f"{example.description}", icon=":material/info:")
+        try:
+            example_images = res.load_example(example)
+        except DLUMError as exc:
+            res.show_error(exc)
+        if st.session_state.get("example_loaded") != example.key:
+            st.session_state["example_loaded"] = example.key
+            st.session_state[f"{US}_birads"] = example.us_birads
+            st.session_state[f"{MG}_birads"] = example.mg_birads
+
+limit_help = (f"PNG, JPEG or DICOM; up to {res.upload_limit_mb()} MB and "
+              f"{MAX_PIXELS / 1e6:.0f} million pixels per file. Kept in memory only, never "
+              "written to disk.")
+
+# -------------------------------------------------------------------------------------- two images
+images: dict = {}
+boxes: dict = {}
+failed: list[str] = []
+columns = st.columns(2, gap="large")
+for m, col in zip(MODALITIES, columns):
+    name = MODALITY_NAMES[m]
+    with col:
+        st.subheader(name)
+        case = None
+        if source == EXAMPLE:
+            if m in example_images:
+                case = cr.image_from_array(example_images[m], example_images[f"{m}_name"], m)
+        else:
+            upload = st.file_uploader(f"{name} image", key=f"{m}_file", help=limit_help)
+            if upload is not None:
+                data = upload.getvalue()
+                try:
+                    case = cr.cached_decode(cr.upload_digest(data), upload.name, m, data)
+                except DLUMError as exc:
+                    res.show_error(exc)
+                    failed.append(m)
+        if case is None:
+            if m not in failed:
+                st.caption(f"No {name.lower()} image: the other branch alone is used.")
+            boxes[m] = None
+        else:
+            shape = (case.height, case.width)
+            fields = [f"{m}_{k}" for k in ("x0", "y0", "x1", "y1")]
+            # A new image, or box fields that Streamlit dropped while they were not shown:
+            # start from the example's box or the whole image.
+            if (st.session_state.get(f"{m}_roi_for") != case.digest
+                    or any(k not in st.session_state for k in fields)):
+                st.session_state[f"{m}_roi_for"] = case.digest
+                _set_box(m, example_images.get(f"{m}_box") if source == EXAMPLE else None, shape)
+            raw = tuple(st.session_state[k] for k in fields)
+            try:
+                boxes[m] = cr.normalise_box(raw, shape, case.name)
+            except DLUMError as exc:
+                res.show_error(exc)
+                failed.append(m)
+                boxes[m] = None
+            st.plotly_chart(
+                cr.roi_figure(case, boxes[m]), key=f"{m}_chart", selection_mode="box",
+                on_select=lambda m=m, shape=shape: _on_select(m, shape),
+                config={"displaylogo": False, "scrollZoom": False,
+                        "modeBarButtonsToRemove": ["lasso2d", "autoScale2d", "toImage"]},
+            )
+            roi_text = ("whole image" if boxes[m] is None else
+                        "box {} (+30% of its shortest side, dashed)".format(list(boxes[m])))
+            st.caption(f"`{case.name}` · {case.width} × {case.height} px · ROI: {roi_text}. "
+                       "Drag on the image to draw the lesion box.")
+            with st.expander("ROI box in pixels"):
+                c = st.columns(4)
+                for k, (field, limit) in enumerate((("x0", case.width), ("y0", case.height),
+                                                    ("x1", case.width), ("y1", case.height))):
+                    c[k].number_input(field, min_value=0, max_value=int(limit), step=1,
+                                      key=f"{m}_{field}")
+                st.button("Whole image", key=f"{m}_whole", on_click=_whole_image,
+                          args=(m, shape), icon=":material/fit_screen:")
+            images[m] = case
+        st.segmented_control(f"{name} BI-RADS", list(BIRADS_LEVELS), key=f"{m}_birads",
+                             format_func=lambda v: f"BI-RADS {v}",
+                             help="The radiologist's category for this modality (2–5). "
+                                  "Never an input of the network.")
+
+birads = {m: st.session_state.get(f"{m}_birads") for m in MODALITIES}
+badge = cr.concordance_badge(birads[US], birads[MG])
+
+# ------------------------------------------------------------------------------------------ result
+st.divider()
+st.subheader("Result")
+st.badge(badge.text, color=badge.color, icon=":material/compare_arrows:")
+st.caption(badge.explanation)
+
+if failed:
+    st.warning("Fix the problem shown above (or remove that file) to see a result.",
+               icon=":material/warning:")
+    st.stop()
+if not images:
+    st.info("Upload an ultrasound and/or a mammography image, or choose an example case.",
+            icon=":material/upload:")
+    st.stop()
+
+us_case, mg_case = images.get(US), images.get(MG)
+digests = {m: (images[m].digest if m in images else None) for m in MODALITIES}
+t0 = time.perf_counter()
+try:
+    prediction = cr.cached_prediction(model, digests[US], digests[MG], boxes[US], boxes[MG],
+                                      predictor, us_case, mg_case)
+except DLUMError as exc:
+    res.show_error(exc)
+    st.stop()
+cached = time.perf_counter() - t0 < 0.5 * prediction.seconds
+decision = cr.make_decision(prediction, predictor.card)
+
+with st.container(border=True):
+    c = st.columns([1.2, 1, 1, 1.6])
+    if prediction.p_dlum is not None:
+        c[0].metric("DL-UM P(malignant)", f"{prediction.p_dlum:.3f}",
+                    help="Fused output of both branches.")
+    else:
+        c[0].metric("DL-UM P(malignant)", "—", help="Needs both images.")
+    for col, m, p in ((c[1], US, prediction.p_us_head), (c[2], MG, prediction.p_mg_head)):
+        col.metric(f"{m.upper()} branch", "—" if p is None else f"{p:.3f}",
+                   help=f"{MODALITY_NAMES[m]} branch, block-5 head.")
+    with c[3]:
+        st.badge(decision.label, color="red" if decision.biopsy_recommended else "green",
+                 icon=":material/biotech:" if decision.biopsy_recommended else ":material/event:")
+        st.caption(cr.decision_text(decision))
+if prediction.mode != "pair":
+    st.info(f"**One image only — {decision.output}.** " + " ".join(decision.notes),
+            icon=":material/looks_one:")
+elif decision.notes:
+    st.caption(" ".join(decision.notes))
+st.caption(f"Inference {prediction.seconds:.2f} s{' (cached result)' if cached else ''} · "
+           f"{res.device_summary(predictor)} · model `{prediction.model_version}`")
+
+with st.expander("Per-block heads (deep supervision)"):
+    st.dataframe(cr.block_table(prediction).style.format("{:.3f}"), width="stretch")
+    st.caption("P(malignant) of the classification head after each block; block 5 is the "
+               "branch's output.")
+
+# -------------------------------------------------------------------------------------------- CAMs
+st.subheader("Class activation maps")
+c = st.columns([1.3, 1.3, 1, 1.2])
+method = c[0].selectbox("Method", cr.cam_methods(), key="cam_method")
+target = c[1].selectbox("Explain", list(CAM_TARGETS), format_func=CAM_TARGETS.get,
+                        key="cam_target", disabled=prediction.mode != "pair")
+opacity = c[2].slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+show_cams = c[3].toggle("Compute CAMs", key="cam_on",
+                        help=f"All {N_BLOCKS} blocks of each branch, float32. Takes a few seconds "
+                             "on a CPU.")
+patches = {m: cr.cached_network_patch(images[m].digest, boxes[m], predictor.input_size,
+                                      images[m].image)
+           for m in images}
+cams = overlays = None
+if show_cams:
+    with st.spinner("Computing CAMs for every block…"):
+        try:
+            cams = cr.cached_cams(model, digests[US], digests[MG], boxes[US], boxes[MG], method,
+                                  target if prediction.mode == "pair" else "branch",
+                                  predictor, us_case, mg_case)
+        except DLUMError as exc:
+            res.show_error(exc)
+    if cams is not None:
+        overlays = cr.cam_overlays(patches, cams, opacity)
+        for m in MODALITIES:
+            if m not in overlays:
+                continue
+            st.markdown(f"**{MODALITY_NAMES[m]}**")
+            cols = st.columns(N_BLOCKS + 1)
+            cols[0].image(patches[m], caption="Input (ROI crop)", width="stretch", clamp=True)
+            for k, image in enumerate(overlays[m], start=1):
+                cols[k].image(image, caption=f"Block {k}", width="stretch")
+        st.caption(f"{cams.method} maps of {CAM_EXPLAINS.get(cams.target, cams.target)}. "
+                   "Colours are **relative within each image** (min–max per map): never compare "
+                   f"them across blocks, images or cases. Computed in {cams.seconds:.1f} s."
+                   + (" " + " ".join(cams.notes) if cams.notes else ""))
+else:
+    st.caption("Switch on *Compute CAMs* to see which parts of each crop drove the output, "
+               f"block 1 → {N_BLOCKS}.")
+
+# ------------------------------------------------------------------------------------------ report
+st.divider()
+report = cr.build_report(prediction=prediction, decision=decision, badge=badge, images=images,
+                         boxes=boxes, birads=birads, card=predictor.card, cams=cams,
+                         device=res.device_summary(predictor),
+                         example=example.title if example is not None else None)
+c = st.columns([1, 1, 3])
+# Deferred downloads: the files are built when a button is clicked, not on every rerun.
+c[0].download_button("Report (JSON)", partial(cr.report_json, report),
+                     file_name="dlum_case_report.json", mime="application/json",
+                     on_click="ignore", icon=":material/download:", key="download_json")
+c[1].download_button("Overlays (PNG)",
+                     partial(cr.report_png, patches, overlays, cr.report_lines(report)),
+                     file_name="dlum_case_overlays.png", mime="image/png", on_click="ignore",
+                     icon=":material/image:", key="download_png")
+c[2].caption("The JSON holds the inputs (file names, hashes, ROI boxes, BI-RADS), the outputs, "
+             "the decision, the model version and the timings. The PNG shows each network crop "
+             "and, when computed, the CAMs of all blocks.")

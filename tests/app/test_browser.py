@@ -1,0 +1,268 @@
+"""The dashboard in a real browser: ``streamlit run`` on a free port, driven by Debian's chromium.
+
+Uploads a US + MG pair on Case Review (a real BUS-BRA PNG and CBIS-DDSM DICOM when the public
+data folder is present, generated phantoms otherwise), waits for the probability and the CAM
+images, draws an ROI box by dragging, uploads a malformed file, then opens every page and checks
+that none shows an exception. A full-page screenshot of each step is saved under pytest's
+``tmp_path`` (the folder is printed; run with ``-s`` to see it).
+
+Needs chromium (``apt-get install -y chromium``; ``make test`` installs it) and the ``playwright``
+package; Playwright's own browser download is not used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+EXCEPTION = '[data-testid="stException"]'
+ERROR = '[data-testid="stAlertContentError"]'
+STARTUP_S = 120
+
+
+def _chromium() -> str | None:
+    for candidate in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(app_checkpoint, tmp_path_factory):
+    """``streamlit run streamlit_app.py`` on a free local port, with the test checkpoint."""
+    if _chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; `make test` does it)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "DLUM_CHECKPOINT": str(app_checkpoint), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+             "--server.port", str(port), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print(f"\nstreamlit server log: {log_path}")
+
+
+@pytest.fixture(scope="module")
+def browser_page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def _settle(page, timeout_s: float = 120) -> None:
+    """Wait until the app's script run is over (and a moment for the page to paint)."""
+    page.wait_for_timeout(400)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('.stApp');"
+        " return a && a.getAttribute('data-test-script-state') === 'notRunning'; }",
+        timeout=timeout_s * 1000,
+    )
+    page.wait_for_timeout(400)
+
+
+def _screenshot(page, folder: Path, name: str) -> Path:
+    """Full-page screenshot: the viewport is stretched to the main area's height (Streamlit
+    scrolls inside its own container, so a plain full-page screenshot would stop at the fold)."""
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]') ||"
+        " document.querySelector('section.main'); return m ? m.scrollHeight : 1000; }")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": int(min(max(height, 800), 8000))})
+    page.wait_for_timeout(600)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    return path
+
+
+def _assert_clean(page, what: str) -> None:
+    assert page.locator(EXCEPTION).count() == 0, f"{what}: the page shows an exception"
+    errors = page.locator(ERROR).all_inner_texts()
+    assert not errors, f"{what}: unexpected error message(s): {errors}"
+
+
+def _pair_files(folder: Path) -> tuple[Path, Path]:
+    """A US image and an MG image to upload: public files when present, else phantoms."""
+    from tests.conftest import find_shared_data
+
+    data = find_shared_data()
+    if data is not None:
+        us = data / "us" / "busbra" / "Images" / "bus_0001-l.png"
+        mg = data / "mg" / "cbis_ddsm" / "dicom" / "benign_1-130.dcm"
+        if us.is_file() and mg.is_file():
+            return us, mg
+    from dlum.data.synthetic import make_phantom_case
+
+    case = make_phantom_case(7, malignant=True)
+    paths = []
+    for m in ("us", "mg"):
+        path = folder / f"phantom_{m}.png"
+        Image.fromarray(np.asarray(case[m], dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _page_paths() -> list[str]:
+    """URL paths of every page file (``pages/2_Cohort_ROC.py`` -> ``Cohort_ROC``)."""
+    return [p.stem.split("_", 1)[1] for p in sorted((REPO_ROOT / "pages").glob("[0-9]*_*.py"))]
+
+
+def test_every_page_in_chromium(app_url, browser_page, tmp_path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"\nscreenshots: {shots}")
+    try:
+        _walk_every_page(app_url, browser_page, tmp_path, shots)
+    except Exception:
+        browser_page.screenshot(path=str(shots / "failure.png"), full_page=True)
+        print(f"failure screenshot: {shots / 'failure.png'}")
+        print("alerts on the page:", browser_page.locator('[data-testid="stAlert"]').all_inner_texts())
+        raise
+
+
+def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
+    # Home
+    page.goto(app_url)
+    page.get_by_text("How to use each page").wait_for()
+    _settle(page)
+    assert page.get_by_text("For research use only").count() >= 1
+    assert page.get_by_text("test-ckpt").count() >= 1
+    _assert_clean(page, "Home")
+    _screenshot(page, shots, "0_home")
+
+    # Case Review: upload a pair, wait for the probability
+    page.goto(f"{app_url}/Case_Review")
+    page.get_by_text("Upload an ultrasound").wait_for()
+    _settle(page)
+    us, mg = _pair_files(tmp_path)
+    uploaders = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    assert uploaders.count() == 2
+    t0 = time.perf_counter()
+    uploaders.nth(0).set_input_files(str(us))
+    page.get_by_text(f"{us.name} ·").wait_for()  # the US image is in: its caption shows
+    _settle(page)
+    uploaders.nth(1).set_input_files(str(mg))
+    fused = page.locator('[data-testid="stMetric"]', has_text="DL-UM P(malignant)")
+    fused.locator('[data-testid="stMetricValue"]').filter(has_text=re.compile(r"\d\.\d{3}")).wait_for()
+    _settle(page)
+    print(f"pair uploaded to probability shown: {time.perf_counter() - t0:.1f} s")
+    value = float(fused.locator('[data-testid="stMetricValue"]').inner_text())
+    assert 0.0 <= value <= 1.0
+    assert page.get_by_text(us.name).count() >= 1 and page.get_by_text(mg.name).count() >= 1
+    _assert_clean(page, "Case Review with a pair")
+
+    # CAMs on demand: 2 crops + 10 overlays, all decoded by the browser
+    page.get_by_test_id("stCheckbox").get_by_text("Compute CAMs").click()
+    page.get_by_text("relative within each image").wait_for(timeout=180_000)
+    _settle(page)
+    images = page.locator('[data-testid="stImage"] img')
+    assert images.count() == 12
+    widths = images.evaluate_all("els => els.map(e => e.complete ? e.naturalWidth : 0)")
+    assert all(w > 0 for w in widths), widths
+    _assert_clean(page, "Case Review with CAMs")
+    _screenshot(page, shots, "1_case_review")
+
+    # The report downloads: JSON with the shown probability, PNG with the overlays grid
+    def download(label: str) -> Path:
+        button = page.get_by_test_id("stDownloadButton").filter(has_text=label).locator("button")
+        with page.expect_download() as info:
+            button.click()
+        return Path(info.value.path())
+
+    report = json.loads(download("Report (JSON)").read_text())
+    assert round(report["outputs"]["p_dlum"], 3) == pytest.approx(value, abs=1e-9)
+    assert report["inputs"]["us"]["name"] == us.name and report["inputs"]["mg"]["name"] == mg.name
+    assert report["cams"]["method"] == "Grad-CAM"
+    overlays = Image.open(download("Overlays (PNG)"))
+    assert overlays.format == "PNG" and overlays.size[0] > 6 * 200
+
+    # Draw the US lesion box by dragging on the image (plotly box selection)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    area = chart.locator(".nsewdrag").first
+    box = area.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.65, box["y"] + box["height"] * 0.6, steps=8)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"ROI: box \[\d+, \d+, \d+, \d+\]")).first.wait_for(timeout=60_000)
+    _settle(page)
+    fused.locator('[data-testid="stMetricValue"]').filter(has_text=re.compile(r"\d\.\d{3}")).wait_for()
+    _assert_clean(page, "Case Review after drawing a box")
+    _screenshot(page, shots, "2_case_review_roi")
+
+    # A malformed upload: a text file named .png gives one clear message, no traceback
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is a text file, not a PNG\n" * 8)
+    uploaders.nth(1).set_input_files(str(bad))
+    message = page.locator(ERROR).filter(has_text="not a recognised image")
+    message.wait_for()
+    _settle(page)
+    assert "not_an_image.png" in message.inner_text()
+    assert page.locator(EXCEPTION).count() == 0
+    _screenshot(page, shots, "3_case_review_bad_upload")
+
+    # Every other page
+    for number, path in enumerate(p for p in _page_paths() if p != "Case_Review"):
+        page.goto(f"{app_url}/{path}")
+        page.locator('[data-testid="stMainBlockContainer"] h1').first.wait_for()
+        _settle(page, timeout_s=240)
+        _assert_clean(page, path)
+        _screenshot(page, shots, f"{4 + number}_{path.lower()}")
+    print(f"screenshots saved: {sorted(p.name for p in shots.iterdir())}")

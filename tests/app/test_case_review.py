@@ -1,0 +1,397 @@
+"""Logic behind the Case Review page: uploads, ROI, badge, decision, report, CAM thread safety."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dlum.app import case_review as cr
+from dlum.app import resources as res
+from dlum.constants import MG, US
+from dlum.data.roi import expand_box
+from dlum.errors import InputError
+from tests.app.uploads import malformed_uploads, png_bytes
+
+
+@pytest.mark.parametrize("case", list(malformed_uploads()))
+def test_malformed_upload_gives_a_clear_message(case):
+    name, data, phrase = malformed_uploads()[case]
+    with pytest.raises(InputError) as err:
+        cr.decode_upload(data, name, US)
+    message = str(err.value)
+    assert phrase in message.lower()
+    assert name in message  # the user is told which file
+    assert "Traceback" not in message
+
+
+def test_decode_upload_keeps_pixels_and_hashes_bytes():
+    array = np.arange(40 * 30, dtype=np.uint8).reshape(40, 30)
+    data = png_bytes(array)
+    case = cr.decode_upload(data, "us.png", US)
+    assert (case.height, case.width) == (40, 30)
+    np.testing.assert_array_equal(case.image, array.astype(np.float32))
+    assert case.digest == cr.upload_digest(data)
+    assert cr.decode_upload(data, "again.png", US).digest == case.digest
+    other = png_bytes(array[::-1].copy())
+    assert cr.decode_upload(other, "us.png", US).digest != case.digest
+
+
+# ------------------------------------------------------------------------------------------ ROI
+def test_normalise_box_whole_image_is_none_and_bad_boxes_are_refused():
+    assert cr.normalise_box(None, (50, 60)) is None
+    assert cr.normalise_box((0, 0, 60, 50), (50, 60)) is None
+    assert cr.normalise_box((5, 6, 20, 30), (50, 60)) == (5, 6, 20, 30)
+    with pytest.raises(InputError):
+        cr.normalise_box((10, 10, 5, 20), (50, 60))  # inverted
+    with pytest.raises(InputError):
+        cr.normalise_box((100, 100, 120, 120), (50, 60))  # outside the image
+
+
+def test_box_from_plotly_selection_rounds_outward_and_clamps():
+    state = {"selection": {"points": [], "point_indices": [], "lasso": [],
+                           "box": [{"xref": "x", "yref": "y", "x": [30.6, 10.2], "y": [5.5, 40.1]}]}}
+    assert cr.box_from_selection(state, (50, 60)) == (10, 5, 31, 41)
+    state["selection"]["box"].append({"x": [-20, 80], "y": [45, 70]})  # the last box wins, clamped
+    assert cr.box_from_selection(state, (50, 60)) == (0, 45, 60, 50)
+    assert cr.box_from_selection({"selection": {"box": []}}, (50, 60)) is None
+    assert cr.box_from_selection({"selection": {"box": [{"x": [200, 300], "y": [1, 2]}]}}, (50, 60)) is None
+    assert cr.box_from_selection(None, (50, 60)) is None
+
+
+def test_display_thumbnail_fits_and_reports_its_scale():
+    image = np.tile(np.linspace(0, 4095, 1000, dtype=np.float32), (2000, 1))  # 16-bit-like ramp
+    grey, scale = cr.display_thumbnail(image, max_side=640)
+    assert grey.dtype == np.uint8 and grey.shape == (640, 320)
+    assert scale == pytest.approx(1000 / 320)
+    assert grey[:, 0].mean() < 10 and grey[:, -1].mean() > 245  # the ramp survives
+    small = np.zeros((50, 80), np.float32)
+    assert cr.display_thumbnail(small, max_side=640)[1] == 1.0
+
+
+def test_roi_figure_axes_are_in_original_pixels():
+    case = cr.image_from_array(np.random.default_rng(0).random((1500, 900)), "mg.png", MG)
+    fig = cr.roi_figure(case, (100, 200, 300, 500))
+    assert tuple(fig.layout.xaxis.range) == (0, 900) and tuple(fig.layout.yaxis.range) == (1500, 0)
+    assert fig.layout.dragmode == "select"
+    image, grid = fig.data
+    assert image.dx == pytest.approx(1500 / 640, rel=0.01)  # one shown pixel covers dx originals
+    assert grid.x.max() == 900 and grid.y.max() == 1500  # selectable points span the image
+    shapes = [(s.x0, s.y0, s.x1, s.y1) for s in fig.layout.shapes]
+    assert (100, 200, 300, 500) in shapes  # the box itself
+    assert tuple(expand_box((100, 200, 300, 500), (1500, 900))) in shapes  # and the crop
+    assert not cr.roi_figure(case, None).layout.shapes
+
+
+def test_network_patch_is_the_expanded_crop_in_unit_range():
+    image = np.zeros((100, 100), np.float32)
+    image[40:60, 40:60] = 500.0
+    patch = cr.network_patch(image, (40, 40, 60, 60), 32)
+    assert patch.shape == (32, 32)
+    assert patch.min() == 0.0 and patch.max() == 1.0
+    assert patch[16, 16] == 1.0 and patch[0, 0] == 0.0  # the 30% margin shows background
+
+
+# ------------------------------------------------------------------------------- badge, decision
+@pytest.mark.parametrize(
+    "us, mg, subgroup, color",
+    [(4, 3, "discordant", "orange"), (2, 5, "discordant", "orange"), (4, 5, "concordant", "green"),
+     (2, 3, "concordant", "green"), (None, 3, "undetermined", "gray"), (None, None, "undetermined", "gray")],
+)
+def test_concordance_badge(us, mg, subgroup, color):
+    badge = cr.concordance_badge(us, mg)
+    assert badge.subgroup == subgroup
+    assert badge.color == color
+    assert subgroup.split()[0] in badge.text.lower()
+
+
+def test_concordance_badge_refuses_categories_outside_2_to_5():
+    with pytest.raises(InputError):
+        cr.concordance_badge(6, 3)
+
+
+def _prediction(p_dlum=0.7, p_us=0.6, p_mg=0.4, mode="pair", threshold=0.5):
+    from dlum.inference import PairPrediction
+
+    return PairPrediction(p_dlum=p_dlum, p_us_head=p_us, p_mg_head=p_mg,
+                          p_us_blocks=[0.1, 0.2, 0.3, 0.4, p_us] if p_us is not None else None,
+                          p_mg_blocks=[0.5, 0.4, 0.3, 0.2, p_mg] if p_mg is not None else None,
+                          mode=mode, threshold=threshold, seconds=0.2, device="CPU",
+                          precision="float32", model_version="m1")
+
+
+@pytest.mark.parametrize("p, biopsy", [(0.2, False), (0.4999, False), (0.5, True), (0.93, True)])
+def test_decision_at_the_operating_threshold(p, biopsy):
+    card = {"operating_point": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.7,
+                                "sensitivity_ci": [0.8, 0.95]}}
+    decision = cr.make_decision(_prediction(p_dlum=p), card)
+    assert decision.biopsy_recommended is biopsy
+    assert decision.label == ("Biopsy recommended" if biopsy else "Follow-up")
+    assert (decision.sensitivity, decision.specificity) == (0.9, 0.7)
+    assert decision.sensitivity_ci == [0.8, 0.95] and decision.specificity_ci is None
+    assert decision.figures_apply and not decision.notes
+
+
+def test_decision_with_one_modality_is_marked_and_uses_the_branch_output():
+    card = {"operating_point": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.7}}
+    decision = cr.make_decision(_prediction(p_dlum=None, p_us=0.8, p_mg=None, mode="us-only"), card)
+    assert decision.probability == 0.8 and decision.biopsy_recommended
+    assert decision.output.startswith("US branch only")
+    assert not decision.figures_apply
+    assert any("single branch" in n for n in decision.notes)
+
+
+def test_decision_with_one_modality_uses_that_heads_own_threshold_when_the_card_has_it():
+    card = {
+        "operating_point": {"threshold": 0.44, "sensitivity": 0.5, "specificity": 0.64,
+                            "thresholds_per_model": {"p_dlum": 0.44, "p_us_head": 0.31,
+                                                     "p_mg_head": 0.34}},
+        "test_metrics": {"all": {"p_us_head": {"sensitivity": 0.96, "specificity": 0.51,
+                                               "sensitivity_ci": [0.91, 0.98]}}},
+    }
+    us_only = _prediction(p_dlum=None, p_us=0.35, p_mg=None, mode="us-only", threshold=0.44)
+    decision = cr.make_decision(us_only, card)
+    assert decision.threshold == 0.31 and decision.biopsy_recommended  # 0.35 >= 0.31, < 0.44
+    assert (decision.sensitivity, decision.specificity) == (0.96, 0.51)
+    assert decision.figures_apply
+    text = cr.decision_text(decision)
+    assert "threshold 0.310" in text and "sensitivity 96.0% [91.0%–98.0%]" in text
+    mg_only = cr.make_decision(_prediction(p_dlum=None, p_us=None, p_mg=0.2, mode="mg-only"), card)
+    assert mg_only.threshold == 0.34 and not mg_only.biopsy_recommended
+    assert mg_only.sensitivity is None  # the card has no test figures for that head
+    pair = cr.make_decision(_prediction(p_dlum=0.40), card)
+    assert pair.threshold == 0.5  # a pair keeps the prediction's (fused) threshold
+    assert "sensitivity 50.0%" in cr.decision_text(pair)
+
+
+def test_decision_without_operating_point_says_so():
+    decision = cr.make_decision(_prediction(), {})
+    assert decision.sensitivity is None and decision.specificity is None
+    assert any("no operating point" in n for n in decision.notes)
+
+
+def test_block_table_lists_five_heads_per_modality():
+    table = cr.block_table(_prediction(p_mg=None, p_dlum=None, mode="us-only"))
+    assert list(table.index) == [f"Block {k}" for k in range(1, 6)]
+    assert list(table.columns) == ["Ultrasound P(malignant)"]
+    assert table.iloc[-1, 0] == pytest.approx(0.6)
+
+
+# ----------------------------------------------------------------------------- model-backed logic
+def _phantom_pair(seed=0):
+    from dlum.data.synthetic import make_phantom_case
+
+    case = make_phantom_case(seed, malignant=bool(seed % 2), size=96)
+    us = cr.image_from_array(case["us"], f"phantom{seed}-us", US)
+    mg = cr.image_from_array(case["mg"], f"phantom{seed}-mg", MG)
+    return us, mg, tuple(case["us_box"]), tuple(case["mg_box"])
+
+
+def test_predict_case_pair_and_one_modality(predictor):
+    us, mg, us_box, mg_box = _phantom_pair(1)
+    pair = cr.predict_case(predictor, us, mg, us_box, mg_box)
+    direct = predictor.predict_pair(us=us.image, mg=mg.image, us_box=us_box, mg_box=mg_box)
+    assert pair.mode == "pair" and 0.0 <= pair.p_dlum <= 1.0
+    assert pair.p_dlum == pytest.approx(direct.p_dlum, abs=1e-6)
+    assert len(pair.p_us_blocks) == len(pair.p_mg_blocks) == 5
+    only = cr.predict_case(predictor, us, None, us_box, None)
+    assert only.mode == "us-only" and only.p_dlum is None and only.p_mg_head is None
+    tol = 1e-5 if str(predictor.dtype) == "torch.float32" else 1e-2  # bf16 on GPUs
+    assert only.probability == pytest.approx(pair.p_us_head, abs=tol)  # same branch, same input
+    with pytest.raises(InputError):
+        cr.predict_case(predictor, None, None)
+
+
+class _CountingPredictor:
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+
+    def predict_pair(self, **kwargs):
+        self.calls += 1
+        return self.real.predict_pair(**kwargs)
+
+
+def test_prediction_cache_is_keyed_on_image_hash_and_box(predictor):
+    us, mg, us_box, mg_box = _phantom_pair(2)
+    counting = _CountingPredictor(predictor)
+    key = f"test-{uuid.uuid4()}"
+
+    def run(box):
+        return cr.cached_prediction(key, us.digest, mg.digest, box, mg_box, counting, us, mg)
+
+    first = run(us_box)
+    again = run(us_box)
+    assert counting.calls == 1 and again.p_dlum == first.p_dlum
+    moved = (us_box[0] + 5, us_box[1], us_box[2] + 5, us_box[3])
+    run(moved)
+    assert counting.calls == 2
+
+
+def test_cam_overlays_cover_five_blocks_of_each_modality(predictor):
+    us, mg, us_box, mg_box = _phantom_pair(3)
+    cams = cr.compute_case_cams(predictor, us, mg, us_box, mg_box)
+    size = predictor.input_size
+    patches = {US: cr.network_patch(us.image, us_box, size), MG: cr.network_patch(mg.image, mg_box, size)}
+    overlays = cr.cam_overlays(patches, cams, opacity=0.5)
+    assert set(overlays) == {US, MG}
+    for m in (US, MG):
+        assert len(overlays[m]) == 5
+        assert all(o.shape == (size, size, 3) and o.dtype == np.uint8 for o in overlays[m])
+    faint = cr.cam_overlays(patches, cams, opacity=0.0)[US][0]
+    grey = np.uint8(255 * patches[US])  # opacity 0 shows the crop itself
+    assert np.abs(faint[..., 0].astype(int) - grey.astype(int)).max() <= 1
+
+
+def _hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+               for m in model.modules())
+
+
+def test_concurrent_cams_on_the_shared_model_match_sequential_runs(predictor):
+    """Two sessions asking for CAMs at once (plus a third predicting) must not mix results."""
+    cases = [_phantom_pair(4), _phantom_pair(5)]
+    sequential = [cr.compute_case_cams(predictor, *c[:2], *c[2:]).maps for c in cases]
+    expected_p = cr.predict_case(predictor, *cases[0][:2], *cases[0][2:]).p_dlum
+    # different inputs give different maps, so a mix-up between threads would show
+    assert not np.allclose(sequential[0][US], sequential[1][US])
+    assert any(float(m.std()) > 0.01 for m in sequential[0][US])
+
+    barrier = threading.Barrier(3)
+    results: dict = {}
+    errors: list = []
+
+    def cams(i):
+        barrier.wait()
+        try:
+            results[i] = cr.compute_case_cams(predictor, *cases[i][:2], *cases[i][2:]).maps
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def predict():
+        barrier.wait()
+        try:
+            for _ in range(3):
+                results.setdefault("p", []).append(
+                    cr.predict_case(predictor, *cases[0][:2], *cases[0][2:]).p_dlum)
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cams, args=(0,)), threading.Thread(target=cams, args=(1,)),
+               threading.Thread(target=predict)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    # CPU: bitwise-level agreement. CUDA: TF32 and cuDNN's choice of algorithm under concurrent
+    # load move maps by ~1e-5; a mix-up between threads moves them by far more.
+    atol = 1e-5 if predictor.device.type == "cpu" else 1e-3
+    for i in (0, 1):
+        for m in (US, MG):
+            assert np.allclose(results[i][m], sequential[i][m], atol=atol), (i, m)
+            assert not np.allclose(results[i][m], sequential[1 - i][m], atol=atol), (i, m)
+    tol = 1e-6 if str(predictor.dtype) == "torch.float32" else 1e-3  # bf16 on GPUs
+    assert results["p"] == pytest.approx([expected_p] * 3, abs=tol)
+    assert _hooks(predictor.model) == 0
+
+
+# ---------------------------------------------------------------------------------------- report
+def test_report_json_and_png(predictor):
+    us, mg, us_box, mg_box = _phantom_pair(6)
+    prediction = cr.predict_case(predictor, us, mg, us_box, None)
+    decision = cr.make_decision(prediction, predictor.card)
+    badge = cr.concordance_badge(4, 3)
+    cams = cr.compute_case_cams(predictor, us, mg, us_box, None)
+    report = cr.build_report(prediction=prediction, decision=decision, badge=badge,
+                             images={US: us, MG: mg}, boxes={US: us_box, MG: None},
+                             birads={US: 4, MG: 3}, card=predictor.card, cams=cams, device="CPU")
+    data = json.loads(cr.report_json(report))
+    assert data["inputs"]["us"]["sha256"] == us.digest
+    assert data["inputs"]["us"]["roi_box"] == list(us_box)
+    assert data["inputs"]["us"]["roi_box_expanded"] == list(expand_box(us_box, us.image.shape))
+    assert data["inputs"]["mg"]["roi_box"] is None and data["inputs"]["mg"]["roi_note"] == "whole image"
+    assert data["inputs"]["mg"]["birads"] == 3
+    assert data["outputs"]["p_dlum"] == pytest.approx(prediction.p_dlum)
+    assert data["outputs"]["p_mg_blocks"] == pytest.approx(prediction.p_mg_blocks)
+    assert data["decision"]["biopsy_recommended"] == (prediction.p_dlum >= predictor.threshold)
+    assert data["decision"]["sensitivity"] == predictor.card["operating_point"]["sensitivity"]
+    assert data["concordance"]["subgroup"] == "discordant"
+    assert data["model"]["name"] == "test-ckpt"
+    assert data["cams"]["method"] == "Grad-CAM" and data["cams"]["scale"].startswith("relative")
+    assert data["timing"]["inference_seconds"] > 0 and data["timing"]["cam_seconds"] > 0
+
+    size = predictor.input_size
+    patches = {US: cr.network_patch(us.image, us_box, size), MG: cr.network_patch(mg.image, None, size)}
+    with_cams = Image.open(io.BytesIO(cr.report_png(patches, cr.cam_overlays(patches, cams),
+                                                    cr.report_lines(report), tile=96)))
+    without = Image.open(io.BytesIO(cr.report_png(patches, None, cr.report_lines(report), tile=96)))
+    assert with_cams.format == "PNG" and with_cams.size == without.size
+    assert with_cams.size[0] > 6 * 96  # input + five blocks per row
+    a, b = np.asarray(with_cams.convert("RGB")), np.asarray(without.convert("RGB"))
+    coloured = np.abs(a.astype(int)[..., 0] - a.astype(int)[..., 2]).sum()
+    assert coloured > np.abs(b.astype(int)[..., 0] - b.astype(int)[..., 2]).sum()  # heatmaps drawn
+
+
+# -------------------------------------------------------------------------------------- examples
+def test_phantom_examples_are_labelled_and_load():
+    catalogue = res.example_catalogue(None)
+    assert catalogue and all(c.kind == res.PHANTOM for c in catalogue)
+    assert all("synthetic phantom" in c.title for c in catalogue)
+    assert {c.label for c in catalogue} == {0, 1}
+    loaded = res.load_example(catalogue[0])
+    for m in (US, MG):
+        assert loaded[m].ndim == 2 and loaded[m].dtype == np.float32
+        if loaded[f"{m}_box"] is not None:
+            assert cr.normalise_box(loaded[f"{m}_box"], loaded[m].shape) is not None
+
+
+def test_public_pseudo_pairs_are_labelled_and_boxes_follow_the_datasets(shared_data):
+    cases = [c for c in res.example_catalogue(str(shared_data)) if c.kind == res.PSEUDO_PAIR]
+    assert cases
+    lesions = pd.read_csv(shared_data / "mg" / "mias" / "lesions.csv")
+    for case in cases:
+        assert "pseudo-pair" in case.title and "different women" in case.title and "DIFFERENT women" in case.description
+        loaded = res.load_example(case)
+        for m in (US, MG):
+            assert cr.normalise_box(loaded[f"{m}_box"], loaded[m].shape) is not None
+        film = case.mg.rsplit("/", 1)[-1].removesuffix(".png")
+        rows = lesions[lesions["refnum"] == film]
+        x0, y0, x1, y1 = case.mg_box
+        centres = [(float(r.x), 1024 - float(r.y_bottom_origin)) for r in rows.itertuples()
+                   if str(r.x).strip() not in ("", "nan")]
+        # the box is centre ± radius with row = 1024 - y (mini-MIAS counts y from the bottom)
+        assert any(abs((x0 + x1) / 2 - cx) <= 1 and abs((y0 + y1) / 2 - cy) <= 1 for cx, cy in centres)
+
+
+# ------------------------------------------------------------------------------------------ card
+def test_card_overview_and_test_metrics_table():
+    card = {
+        "name": "ck", "arch": "dlum", "model": {"x": 1}, "input": {"size": 224},
+        "data": {"pairing": "pseudo", "pairing_rule": "different women, same pathology",
+                 "split_sizes": {"train": 7, "test": 2}},
+        "operating_point": {"threshold": 0.44},
+        "test_metrics": {
+            "all": {"n": 9, "malignant": 4, "benign": 5,
+                    "p_dlum": {"auc": 0.8123, "auc_ci": [0.7, 0.9], "sensitivity": 0.75,
+                               "sensitivity_ci": [0.3, 0.95], "specificity": 0.8}},
+            "discordant": {"n": 3, "p_us_head": {"auc": 0.5}},
+        },
+        "hardware": {"device": "GPU"},
+    }
+    overview = res.card_overview(card)
+    assert overview["identity"]["name"] == "ck" and overview["identity"]["input size"] == 224
+    assert overview["pairing_rule"] == "different women, same pathology"
+    assert "pairing_rule" not in overview["data"] and "pairing_rule" in card["data"]  # not mutated
+    assert overview["other"] == {"hardware": {"device": "GPU"}}
+    assert {"item": "split sizes · train", "value": "7"} in res.card_table(overview["data"])
+    rows = res.test_metrics_table(overview["test_metrics"])
+    assert rows[0] == {"subgroup": "all", "output": "DL-UM (fused)", "cases": "9 (4 malignant, 5 benign)",
+                       "AUC [95% CI]": "0.812 [0.700, 0.900]",
+                       "sensitivity [95% CI]": "75.0% [30.0%, 95.0%]", "specificity [95% CI]": "80.0%"}
+    assert rows[1]["subgroup"] == "discordant" and rows[1]["output"] == "DL-UM US branch head"
+    assert res.test_metrics_table({"auc": 0.8}) is None  # another layout: shown as a plain table

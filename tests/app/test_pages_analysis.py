@@ -1,0 +1,171 @@
+"""Cohort ROC and Reader Study pages through ``streamlit.testing.v1.AppTest`` (no browser).
+
+Streamlit 1.67's AppTest drives ``st.file_uploader`` itself (``FileUploader.set_value((name, bytes,
+mime))``), so predictions, reads and cohort CSVs are uploaded here as a user would; the checkpoint's
+own ``predictions.csv`` is found through ``$DLUM_CHECKPOINT``.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import REPO_ROOT
+from tests.app.test_cohort import make_predictions
+from tests.app.test_reader_study import csv, make_study
+
+COHORT_ROC = str(REPO_ROOT / "pages" / "2_Cohort_ROC.py")
+READER_STUDY = str(REPO_ROOT / "pages" / "3_Reader_Study.py")
+TIMEOUT = 120
+
+pytestmark = pytest.mark.slow
+
+
+def _run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _plotly(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def _upload_predictions(at: AppTest, data: bytes, name: str = "predictions.csv") -> AppTest:
+    at.radio(key="source").set_value("Upload a predictions CSV")
+    _run(at)
+    at.file_uploader(key="predictions_upload").set_value((name, data, "text/csv"))
+    return _run(at)
+
+
+# ------------------------------------------------------------------------------------ Cohort ROC
+def test_cohort_roc_without_checkpoint_asks_for_an_upload(no_checkpoint):
+    at = _run(AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT))
+    assert at.title[0].value == "Cohort ROC"
+    assert any("No `predictions.csv`" in i.value for i in at.info)
+    assert at.radio(key="source").options == ["Upload a predictions CSV", "Synthetic example"]
+    assert _plotly(at) == 0 and not at.error
+
+
+def test_cohort_roc_with_uploaded_predictions(no_checkpoint):
+    at = AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT)
+    _run(at)
+    _upload_predictions(at, make_predictions(90).to_csv(index=False).encode())
+    assert not at.error
+    assert _plotly(at) == 3  # ROC, confusion matrix, calibration
+    assert len(at.dataframe) >= 6  # AUCs, DeLong, metrics, biopsies, paired tests, calibration
+    assert at.slider(key="threshold").value == 0.5  # no card: 0.5
+    assert len(at.get("download_button")) >= 7
+    assert not any("Pseudo-paired" in w.value for w in at.warning)
+    # moving the threshold and the subgroup re-runs the decisions
+    at.slider(key="threshold").set_value(0.7)
+    at.radio(key="subgroup").set_value("discordant")
+    _run(at)
+    assert any(h.value == "Decisions at threshold 0.700, discordant lesions" for h in at.subheader)
+    # declaring the upload pseudo-paired shows the banner
+    at.checkbox(key="declared_pseudo").check()
+    _run(at)
+    assert any("different women" in w.value for w in at.warning)
+
+
+def test_cohort_roc_uses_the_checkpoint_predictions_and_card(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    make_predictions(60).to_csv(folder / "predictions.csv", index=False)
+    (folder / "card.json").write_text(json.dumps({"model": {}, "operating_point": {"threshold": 0.35},
+                                                  "data": {"pairing": "pseudo"}}))
+    monkeypatch.setenv("DLUM_CHECKPOINT", str(folder))
+    at = _run(AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT))
+    assert at.radio(key="source").value == "Checkpoint predictions"
+    assert at.slider(key="threshold").value == pytest.approx(0.35)
+    assert any("Pseudo-paired cohort" in w.value for w in at.warning)
+    assert _plotly(at) == 3 and not at.error
+
+
+def test_cohort_roc_wrong_columns_show_an_error(no_checkpoint):
+    at = AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT)
+    _run(at)
+    _upload_predictions(at, b"id,truth,score\na,1,0.3\n", "wrong.csv")
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "wrong.csv" in message and "missing required column(s) case_id, label, subgroup, p_dlum" in message
+    assert _plotly(at) == 0
+
+
+def test_cohort_roc_malformed_values_listed(no_checkpoint):
+    frame = make_predictions(20).astype(object)
+    frame.loc[0, "label"] = "unknown"
+    frame.loc[1, "p_dlum"] = 2.5
+    at = AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT)
+    _run(at)
+    _upload_predictions(at, frame.to_csv(index=False).encode(), "bad.csv")
+    assert "2 problem(s)" in at.error[0].value
+    assert "row 1 ('unknown')" in at.error[0].value and "row 2 ('2.5')" in at.error[0].value
+
+
+def test_cohort_roc_one_class_subgroup_is_a_note(no_checkpoint):
+    frame = make_predictions(30)
+    frame.loc[frame["subgroup"] == "discordant", "label"] = "malignant"
+    at = AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT)
+    _run(at)
+    _upload_predictions(at, frame.to_csv(index=False).encode())
+    at.radio(key="subgroup").set_value("discordant")
+    _run(at)
+    assert not at.error
+    assert any("one class" in i.value for i in at.info)
+    assert _plotly(at) == 3
+
+
+def test_cohort_roc_synthetic_example_is_labelled(no_checkpoint):
+    at = AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT)
+    _run(at)
+    at.radio(key="source").set_value("Synthetic example")
+    _run(at)
+    assert any("Synthetic example, not model output" in w.value for w in at.warning)
+    assert _plotly(at) == 3
+
+
+# ---------------------------------------------------------------------------------- Reader Study
+def test_reader_study_published_and_demo():
+    at = _run(AppTest.from_file(READER_STUDY, default_timeout=TIMEOUT))
+    assert [t.label for t in at.tabs] == ["Published study", "Your study"]
+    assert any("DEMO data, not study data" in w.value for w in at.warning)
+    assert not at.error
+    texts = [h.value for h in at.subheader]
+    for heading in ("Table 2 ·", "Table 3 ·", "Table 4 ·", "Performance and biopsies", "Explanation requests",
+                    "Agreement between readers"):
+        assert any(t.startswith(heading) for t in texts), (heading, texts)
+    assert _plotly(at) == 3  # published kappa forest, biopsy bars, kappa heatmap
+    assert len(at.dataframe) == 3 + 4  # Tables 2-4; performance, changes, explanations, agreement
+    at.radio(key="rating").set_value("birads")
+    at.radio(key="heat_subgroup").set_value("discordant")
+    _run(at)
+    assert not at.error
+
+
+def test_reader_study_with_uploaded_study():
+    cohort, reads = make_study(24)
+    at = AppTest.from_file(READER_STUDY, default_timeout=TIMEOUT)
+    _run(at)
+    at.file_uploader(key="reads_upload").set_value(("reads.csv", csv(reads), "text/csv"))
+    at.file_uploader(key="cohort_upload").set_value(("cohort.csv", csv(cohort), "text/csv"))
+    _run(at)
+    assert not at.error
+    assert not any("DEMO data" in w.value for w in at.warning)
+    assert any("24 cases, 4 readers" in c.value for c in at.caption)
+    assert _plotly(at) == 3
+
+
+def test_reader_study_malformed_reads_show_an_error():
+    cohort, reads = make_study(6)
+    reads = reads.astype(object)
+    reads.loc[0, "session"] = "morning"
+    reads.loc[1, "call"] = "?"
+    at = AppTest.from_file(READER_STUDY, default_timeout=TIMEOUT)
+    _run(at)
+    at.file_uploader(key="reads_upload").set_value(("reads.csv", csv(reads), "text/csv"))
+    at.file_uploader(key="cohort_upload").set_value(("cohort.csv", csv(cohort), "text/csv"))
+    _run(at)
+    assert len(at.error) == 1
+    assert "2 problem(s)" in at.error[0].value and "row 1 ('morning')" in at.error[0].value
