@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -215,7 +216,8 @@ def _git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
-        return out.stdout.strip() or None
+        commit = out.stdout.strip()
+        return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
     except (OSError, subprocess.SubprocessError):
         return None
 
