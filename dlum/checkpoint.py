@@ -48,25 +48,38 @@ def save_checkpoint(
     """Write the model's state (optionally cast, e.g. fp16 to halve the file) and its card."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # A shared backbone holds the same tensors under two names: store one copy, note the alias.
-    first_key: dict[int, str] = {}
-    unique: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    for key, value in model.state_dict().items():
-        ptr = value.data_ptr()
-        if value.numel() and ptr in first_key:
-            aliases[key] = first_key[ptr]
-            continue
-        first_key[ptr] = key
-        value = value.detach().to("cpu")
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        unique[key] = value.contiguous().clone()
+    unique, aliases = dedup_shared(
+        {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+         for k, v in model.state_dict().items()},
+        originals=model.state_dict(),
+    )
     metadata = {"format": "dlum", "model": json.dumps(card["model"]), "aliases": json.dumps(aliases)}
     save_file(unique, str(directory / weights_name), metadata=metadata)
     if weights_name == WEIGHTS:
         write_card(directory, card)
     return directory
+
+
+def dedup_shared(
+    tensors: dict[str, torch.Tensor], originals: dict[str, torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Keep one copy of tensors stored under several names (a shared backbone), as safetensors
+    requires; returns the CPU tensors to save and ``{alias: kept name}``.
+
+    ``originals`` (same keys) decides what is shared when ``tensors`` are already converted copies.
+    """
+    originals = originals if originals is not None else tensors
+    first_key: dict[int, str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for key, value in tensors.items():
+        ptr = originals[key].data_ptr()
+        if originals[key].numel() and ptr in first_key:
+            aliases[key] = first_key[ptr]
+            continue
+        first_key[ptr] = key
+        unique[key] = value.detach().to("cpu").contiguous().clone()
+    return unique, aliases
 
 
 def load_state(weights: str | Path) -> dict[str, torch.Tensor]:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from dlum.checkpoint import load_checkpoint, load_state, save_checkpoint
+from dlum.checkpoint import dedup_shared, load_checkpoint, load_state, save_checkpoint
 from dlum.constants import MG, TRAIN, US, VALIDATION
 from dlum.data.crops import CropSet
 from dlum.data.transforms import to_network_input
@@ -234,16 +234,7 @@ def _save_state(path: Path, model, optimizer, epoch: int, best: dict) -> None:
                 tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous().reshape(value.shape)
     meta = {"epoch": str(epoch), "best": json.dumps(best)}
     tmp = path.with_suffix(".tmp")
-    # Shared tensors (shared backbone) must be stored once.
-    dedup: dict[str, torch.Tensor] = {}
-    seen: dict[int, str] = {}
-    aliases = {}
-    for k, v in tensors.items():
-        if v.numel() and v.data_ptr() in seen:
-            aliases[k] = seen[v.data_ptr()]
-            continue
-        seen[v.data_ptr()] = k
-        dedup[k] = v
+    dedup, aliases = dedup_shared(tensors)
     meta["aliases"] = json.dumps(aliases)
     save_file(dedup, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -251,13 +242,10 @@ def _save_state(path: Path, model, optimizer, epoch: int, best: dict) -> None:
 
 def _load_state(path: Path, model, optimizer) -> tuple[int, dict]:
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
+    tensors = load_state(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    for k, target in json.loads(meta.get("aliases", "{}")).items():
-        tensors[k] = tensors[target]
     _unwrap(model).load_state_dict(
         {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     )
