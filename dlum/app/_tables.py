@@ -149,3 +149,38 @@ def source_name(source, default: str) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     return str(getattr(source, "name", None) or default)
+
+
+def values_text(column: pd.Series, rows: list) -> str:
+    """'rows 2 ('x'), 5 ('')', at most 10 listed."""
+    shown = ", ".join(f"{r} ({column[r]!r})" for r in rows[:10])
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    return f"row{'s' if len(rows) != 1 else ''} {shown}{more}"
+
+
+def check_case_ids(table: pd.DataFrame, problems: list[str]) -> None:
+    """Add a problem for each empty or repeated ``case_id``."""
+    ids = table["case_id"]
+    empty = list(ids.index[blank_mask(ids)])
+    if empty:
+        problems.append(f"column 'case_id' is empty at {rows_text(empty)}")
+    dup = ids[ids.duplicated(keep=False) & ~blank_mask(ids)]
+    for value, rows in dup.groupby(dup, sort=False).groups.items():
+        problems.append(f"case_id {value!r} appears more than once: {rows_text(list(rows))}")
+
+
+def parse_label_column(table: pd.DataFrame, problems: list[str]) -> list[int]:
+    """``label`` as 0/1 (benign/malignant or 0/1); -1 and a problem for each bad value."""
+    from dlum.data.manifest import parse_label
+
+    labels, bad = [], []
+    for row, value in table["label"].items():
+        try:
+            labels.append(parse_label(value))
+        except ValueError:
+            labels.append(-1)
+            bad.append(row)
+    if bad:
+        problems.append("column 'label' must be benign/malignant or 0/1; got "
+                        + values_text(table["label"], bad))
+    return labels

@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from dlum.app._tables import (
-    blank_mask,
+    check_case_ids,
+    parse_label_column,
+    values_text,
     collect_notes,
     format_ci,
     format_pct_ci,
     read_text_table,
-    rows_text,
     source_name,
 )
 from dlum.constants import (
@@ -38,7 +39,6 @@ from dlum.constants import (
     SUBGROUPS,
     UNDETERMINED,
 )
-from dlum.data.manifest import parse_label
 from dlum.errors import CohortError
 from dlum.stats import (
     binary_metrics,
@@ -106,13 +106,6 @@ _SUBGROUP_VALUES = (CONCORDANT, DISCORDANT, UNDETERMINED)
 
 
 # --------------------------------------------------------------------------------------- reading
-def _values_text(column: pd.Series, rows: list) -> str:
-    """'rows 2 ('x'), 5 ('')', at most 10 listed."""
-    shown = ", ".join(f"{r} ({column[r]!r})" for r in rows[:10])
-    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-    return f"row{'s' if len(rows) != 1 else ''} {shown}{more}"
-
-
 def read_predictions(source, *, name: str | None = None) -> pd.DataFrame:
     """Read and validate a predictions table (CSV path, bytes or upload buffer).
 
@@ -142,33 +135,17 @@ def read_predictions(source, *, name: str | None = None) -> pd.DataFrame:
     out = table.copy()
 
     if "case_id" in table.columns:
-        ids = table["case_id"]
-        empty = list(ids.index[blank_mask(ids)])
-        if empty:
-            problems.append(f"column 'case_id' is empty at {rows_text(empty)}")
-        dup = ids[ids.duplicated(keep=False) & ~blank_mask(ids)]
-        for value, rows in dup.groupby(dup, sort=False).groups.items():
-            problems.append(f"case_id {value!r} appears more than once: {rows_text(list(rows))}")
+        check_case_ids(table, problems)
 
     if "label" in table.columns:
-        labels, bad = [], []
-        for row, value in table["label"].items():
-            try:
-                labels.append(parse_label(value))
-            except ValueError:
-                labels.append(-1)
-                bad.append(row)
-        if bad:
-            problems.append("column 'label' must be benign/malignant or 0/1; got "
-                            + _values_text(table["label"], bad))
-        out["label"] = np.asarray(labels, dtype=np.int64)
+        out["label"] = np.asarray(parse_label_column(table, problems), dtype=np.int64)
 
     if "subgroup" in table.columns:
         sub = table["subgroup"].str.lower().replace("", UNDETERMINED)
         bad = list(sub.index[~sub.isin(_SUBGROUP_VALUES)])
         if bad:
             problems.append(f"column 'subgroup' must be one of {', '.join(_SUBGROUP_VALUES)}; got "
-                            + _values_text(table["subgroup"], bad))
+                            + values_text(table["subgroup"], bad))
         out["subgroup"] = sub
 
     for column in MODELS.values():
@@ -178,11 +155,11 @@ def read_predictions(source, *, name: str | None = None) -> pd.DataFrame:
         not_number = list(values.index[values.isna()])
         if not_number:
             problems.append(f"column {column!r} needs a probability (a number in [0, 1]); missing or "
-                            f"not a number at " + _values_text(table[column], not_number))
+                            f"not a number at " + values_text(table[column], not_number))
         outside = list(values.index[(values < 0) | (values > 1)])
         if outside:
             problems.append(f"column {column!r} has probabilities outside [0, 1] at "
-                            + _values_text(table[column], outside))
+                            + values_text(table[column], outside))
         out[column] = values.astype(float)
 
     for column, allowed in (("split", SPLITS), ("pairing", PAIRINGS)):
@@ -191,7 +168,7 @@ def read_predictions(source, *, name: str | None = None) -> pd.DataFrame:
             bad = list(val.index[~val.isin(allowed) & (val != "")])
             if bad:
                 problems.append(f"column {column!r} must be one of {', '.join(allowed)} (or empty); got "
-                                + _values_text(table[column], bad))
+                                + values_text(table[column], bad))
             out[column] = val
 
     if problems:

@@ -22,6 +22,9 @@ import numpy as np
 import pandas as pd
 
 from dlum.app._tables import (
+    check_case_ids,
+    parse_label_column,
+    values_text,
     blank_mask,
     collect_notes,
     format_ci,
@@ -45,7 +48,7 @@ from dlum.constants import (
     UNDETERMINED,
     US,
 )
-from dlum.data.manifest import derive_subgroup, parse_birads, parse_label
+from dlum.data.manifest import derive_subgroup, parse_birads
 from dlum.errors import CohortError
 from dlum.stats import (
     binary_metrics,
@@ -116,12 +119,6 @@ def _natural_key(text: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(text))]
 
 
-def _values_text(column: pd.Series, rows: list) -> str:
-    shown = ", ".join(f"{r} ({column[r]!r})" for r in rows[:10])
-    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-    return f"row{'s' if len(rows) != 1 else ''} {shown}{more}"
-
-
 # ------------------------------------------------------------------------------------------ reading
 def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
     """Read and validate a case-level reads table.
@@ -158,20 +155,20 @@ def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
         mod = table["modality"].str.lower()
         bad = list(mod.index[~mod.isin(MODALITIES)])
         if bad:
-            problems.append("column 'modality' must be us or mg; got " + _values_text(table["modality"], bad))
+            problems.append("column 'modality' must be us or mg; got " + values_text(table["modality"], bad))
         out["modality"] = mod
     if "session" in table.columns:
         ses = table["session"].str.lower().map(_SESSION_ALIASES)
         bad = list(ses.index[ses.isna()])
         if bad:
-            problems.append("column 'session' must be unaided or aided; got " + _values_text(table["session"], bad))
+            problems.append("column 'session' must be unaided or aided; got " + values_text(table["session"], bad))
         out["session"] = ses
     if "call" in table.columns:
         call = table["call"].str.lower().map(_CALLS)
         bad = list(call.index[call.isna()])
         if bad:
             problems.append("column 'call' must be benign or malignant (or 0/1); got "
-                            + _values_text(table["call"], bad))
+                            + values_text(table["call"], bad))
         out["call"] = call.fillna(-1).astype(int)
     if "birads" in table.columns:
         values, bad = [], []
@@ -187,7 +184,7 @@ def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
                 bad.append(row)
         if bad:
             problems.append("column 'birads' must be 2, 3, 4 (4a/4b/4c), 5 or empty; got "
-                            + _values_text(table["birads"], bad))
+                            + values_text(table["birads"], bad))
         out["birads"] = values
     for col in ("accepted_ai", "requested_explanation"):
         if col in table.columns:
@@ -199,7 +196,7 @@ def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
                     values.append(None)
                     bad.append(row)
             if bad:
-                problems.append(f"column {col!r} must be true/false (or empty); got " + _values_text(table[col], bad))
+                problems.append(f"column {col!r} must be true/false (or empty); got " + values_text(table[col], bad))
             out[col] = pd.Series(values, index=table.index, dtype=object)
     if not missing:
         # checked on the readable rows, so that these problems are listed with the others
@@ -248,25 +245,10 @@ def read_study_cohort(source, *, name: str | None = None) -> pd.DataFrame:
         problems.append("the table has a header but no rows")
     out = pd.DataFrame(index=table.index)
     if "case_id" in table.columns:
-        ids = table["case_id"]
-        empty = list(ids.index[blank_mask(ids)])
-        if empty:
-            problems.append(f"column 'case_id' is empty at {rows_text(empty)}")
-        dup = ids[ids.duplicated(keep=False) & ~blank_mask(ids)]
-        for value, rows in dup.groupby(dup, sort=False).groups.items():
-            problems.append(f"case_id {value!r} appears more than once: {rows_text(list(rows))}")
-        out["case_id"] = ids
+        check_case_ids(table, problems)
+        out["case_id"] = table["case_id"]
     if "label" in table.columns:
-        labels, bad = [], []
-        for row, value in table["label"].items():
-            try:
-                labels.append(parse_label(value))
-            except ValueError:
-                labels.append(-1)
-                bad.append(row)
-        if bad:
-            problems.append("column 'label' must be benign/malignant or 0/1; got " + _values_text(table["label"], bad))
-        out["label"] = labels
+        out["label"] = parse_label_column(table, problems)
     if has_birads:
         for col in ("us_birads", "mg_birads"):
             bad = []
@@ -277,7 +259,7 @@ def read_study_cohort(source, *, name: str | None = None) -> pd.DataFrame:
                     bad.append(row)
             if bad:
                 problems.append(f"column {col!r} must be a BI-RADS category (2-5, 4a/4b/4c) or empty; got "
-                                + _values_text(table[col], bad))
+                                + values_text(table[col], bad))
             out[col] = table[col]
         if not problems:
             out["subgroup"] = derive_subgroup(table["us_birads"], table["mg_birads"])
@@ -287,7 +269,7 @@ def read_study_cohort(source, *, name: str | None = None) -> pd.DataFrame:
         bad = list(sub.index[~sub.isin(allowed)])
         if bad:
             problems.append(f"column 'subgroup' must be one of {', '.join(allowed)}; got "
-                            + _values_text(table["subgroup"], bad))
+                            + values_text(table["subgroup"], bad))
         out["subgroup"] = sub
     if problems:
         raise CohortError(problems, label)
