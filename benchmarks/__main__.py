@@ -1,9 +1,39 @@
-"""Run every CPU benchmark: ``python -m benchmarks`` (statistics, inference and CAMs)."""
+"""Run every CPU benchmark and refresh the README's speed table: ``python -m benchmarks``.
+
+Statistics, inference and CAMs, the dashboard's first renders, and a training step, in about
+5–8 minutes on the project's 2-core CPU; ``--skip NAME`` leaves one out (its last result, if
+any, stays in the table). GPU figures come from ``python -m benchmarks.bench_inference --device
+cuda`` and ``python -m benchmarks.bench_training --device cuda`` on a GPU machine; copy their
+JSON from ``benchmarks/results/`` into ``benchmarks/recorded/`` to keep them in the table.
+"""
 from __future__ import annotations
 
-from benchmarks import bench_inference, bench_stats
+import argparse
+import time
+
+from benchmarks import bench_app, bench_inference, bench_stats, bench_training, readme
+
+BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "app": bench_app,
+              "training": bench_training}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip", action="append", default=[], choices=sorted(BENCHMARKS))
+    parser.add_argument("--no-readme", action="store_true", help="do not refresh README.md")
+    args = parser.parse_args(argv)
+    status = 0
+    for name, module in BENCHMARKS.items():
+        if name in args.skip:
+            continue
+        start = time.perf_counter()
+        print(f"\n== {name} ==", flush=True)
+        status |= module.main([])
+        print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
+    if not args.no_readme:
+        status |= readme.main([])
+    return status
+
 
 if __name__ == "__main__":
-    status = bench_stats.main([])
-    status |= bench_inference.main([])
-    raise SystemExit(status)
+    raise SystemExit(main())

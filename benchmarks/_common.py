@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["RESULTS_DIR", "machine_info", "timeit", "write_results", "format_table"]
+__all__ = ["RESULTS_DIR", "machine_info", "timeit", "write_results", "format_table", "readme_row",
+           "device_label", "BF16_PEAK_TFLOPS"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -102,3 +103,38 @@ def write_results(name: str, rows: Sequence[dict], extra: dict | None = None) ->
     payload = {"benchmark": name, "machine": machine_info(), "rows": list(rows), **(extra or {})}
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+def readme_row(row: dict, what: str, figure: str | None = None, *, target_s: float | None = None,
+               device: str = "cpu") -> dict:
+    """Mark a result row for the README speed table (see :mod:`benchmarks.readme`).
+
+    ``what`` names the figure in the clinic's or researcher's words; ``figure`` is the measured
+    value as text (default: the row's median in seconds); ``target_s`` is the acceptance target in
+    seconds, so the table can say whether it was met and by how much it was missed; ``device`` is
+    ``"cpu"`` or ``"cuda"`` (which machine description goes into the table).
+    """
+    row["readme"] = {"what": what, "figure": figure or f"{row['median_s']:.3g} s", "device": device}
+    if target_s is not None:
+        row["readme"]["target_s"] = float(target_s)
+    return row
+
+
+#: Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s), for the roofline fraction.
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+
+
+def device_label(device) -> dict:
+    """The accelerator a figure came from: its name (``dlum.runtime.describe_device``), the torch
+    version, and for a known GPU its dense bf16 peak in TFLOP/s."""
+    import torch
+
+    from dlum.runtime import describe_device
+
+    out = {"type": device.type, "name": describe_device(device), "torch": torch.__version__}
+    if device.type == "cuda":
+        out["cuda"] = torch.version.cuda
+        for key, peak in BF16_PEAK_TFLOPS.items():
+            if key in out["name"]:
+                out["bf16_peak_tflops"] = peak
+    return out

@@ -17,8 +17,12 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import format_table, timeit, write_results  # noqa: E402
+from benchmarks._common import format_table, readme_row, timeit, write_results  # noqa: E402
 from dlum.stats import bootstrap_auc_ci, delong_test, roc_auc_ci, subgroup_summary  # noqa: E402
+
+
+#: Issue 7's target for DeLong on 10^6 cases on the project's CPU (seconds).
+TARGET_DELONG_S = 2.0
 
 
 def _cases(n: int, seed: int = 0):
@@ -60,10 +64,16 @@ def main(argv=None) -> int:
     t = timeit(lambda: subgroup_summary(frame, ["p_dlum", "p_dlu", "p_dlm"]), args.repeats, args.warmup)
     rows.append({"task": "subgroup_summary (3 raters x 3 subgroups)", "n": 1000, **t})
 
-    for r in rows:
-        r["median_s"], r["iqr_s"], r["min_s"], r["max_s"] = r["median"], r["iqr"], r["min"], r["max"]
-    print(format_table(rows, ["task", "n", "median_s", "iqr_s", "min_s", "max_s", "ns_per_nlogn"]))
-    out = [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+    out = [{(f"{k}_s" if k in ("median", "iqr", "min", "max", "mean") else k): v for k, v in r.items()}
+           for r in rows]
+    for r in out:
+        if r["task"].startswith("roc_auc_ci") and r["n"] == 10**args.max_exp:
+            readme_row(r, f"DeLong AUC + 95% CI, {r['n']:,} cases", target_s=TARGET_DELONG_S)
+        elif r["task"].startswith("bootstrap"):
+            readme_row(r, "bootstrap AUC CI, 2,000 replicates × 1,000 cases")
+        elif r["task"].startswith("subgroup_summary"):
+            readme_row(r, "subgroup summary (3 models × all/concordant/discordant, 1,000 cases)")
+    print(format_table(out, ["task", "n", "median_s", "iqr_s", "min_s", "max_s", "ns_per_nlogn"]))
     path = write_results("stats", out, {"repeats": args.repeats, "warmup": args.warmup})
     print(f"\nwrote {path}")
     return 0

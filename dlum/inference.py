@@ -6,6 +6,7 @@ Probabilities are sigmoid(logit) = P(malignant).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,8 @@ from dlum.constants import DEFAULT_THRESHOLD, MG, US
 from dlum.data.crops import extract_crops
 from dlum.errors import CheckpointError, CohortError, InputError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Predictor", "PairPrediction", "PREDICTION_COLUMNS"]
 
@@ -74,6 +77,12 @@ class Predictor:
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``.
         precision: ``"auto"`` (bf16 on GPUs and AMX CPUs, else fp32), ``"fp32"`` or ``"bf16"``.
         dlu, dlm: optional DL-U / DL-M checkpoint folders for ``p_dlu`` / ``p_dlm`` columns.
+        compile: also build a ``torch.compile``'d copy of the model (inductor, weights frozen as
+            constants) for one pair at a time; see :meth:`compile_pair_path`.
+
+    Weights and inputs are channels_last on every device: oneDNN's and cuDNN's fastest layout for
+    these 3 × 3 convolutions (fp32 on this project's 2-core CPU: 0.58 → 0.51 s per pair, see
+    ``benchmarks/bench_inference.py``).
 
     >>> p = Predictor("checkpoints/dlum-public-v1")            # doctest: +SKIP
     >>> p.predict_pair(us="us.png", mg="mg.dcm").p_dlum        # doctest: +SKIP
@@ -87,6 +96,7 @@ class Predictor:
         precision: str = "auto",
         dlu: str | Path | None = None,
         dlm: str | Path | None = None,
+        compile: bool = False,
     ):
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(checkpoint, self.device)
@@ -102,11 +112,67 @@ class Predictor:
         for model, _ in self.baselines.values():
             self._prepare(model)
         self._lock = threading.Lock()
+        self._compiled = None  # the compiled pair path, once built
+        self._compile_thread: threading.Thread | None = None
+        if compile:
+            self.compile_pair_path()
+
+    #: Layout of weights and inputs (benchmarks set ``torch.contiguous_format`` to compare).
+    memory_format = torch.channels_last
 
     def _prepare(self, model: torch.nn.Module) -> None:
-        if self.device.type == "cuda" or self.dtype != torch.float32:
-            model.to(memory_format=torch.channels_last)
-        model.eval().requires_grad_(False)
+        model.to(memory_format=self.memory_format).eval().requires_grad_(False)
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> None:
+        """Re-lay the weights (all models) and later inputs out in ``memory_format``."""
+        self.memory_format = memory_format
+        for model in [self.model, *(m for m, _ in self.baselines.values())]:
+            self._prepare(model)
+
+    def compile_pair_path(self) -> bool:
+        """Compile the pair → probabilities path with ``torch.compile`` (inductor, ``freezing``:
+        batch norm folded into the convolutions, weights pre-packed) and warm it up on one pair.
+
+        Opt-in: on this project's 2-core AVX2 CPU it gave no reliable gain over eager channels_last
+        (both ≈ 0.5 s per pair, interleaved runs; ``benchmarks/bench_inference.py``), after a
+        one-off compile of 10–30 s that needs a C++ compiler. Returns False (and keeps the eager
+        path) when compiling fails; predictions agree with eager to ~1e-5.
+        Safe to call from a background thread: ``forward`` uses the compiled path only once built.
+        """
+        if self._compiled is not None:
+            return True
+        try:
+            compiled = torch.compile(_PairLogits(self.model), options={"freezing": True}, dynamic=False)
+            x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
+            x = x.contiguous(memory_format=self.memory_format)
+            with torch.inference_mode(), autocast(self.device, self.dtype):  # as forward() runs it
+                compiled(x, x)
+        except Exception as exc:  # inductor raises many types (no compiler, unsupported op, ...)
+            log.warning("torch.compile of the pair path failed (%s); keeping the eager model",
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return False
+        self._compiled = compiled
+        return True
+
+    def compile_in_background(self) -> threading.Thread:
+        """Start :meth:`compile_pair_path` in a daemon thread (the dashboard does with
+        ``DLUM_COMPILE=1``, so pages show at once meanwhile); :meth:`wait_compiled` joins it."""
+        if self._compile_thread is None:
+            self._compile_thread = threading.Thread(target=self.compile_pair_path,
+                                                    name="dlum-compile", daemon=True)
+            self._compile_thread.start()
+        return self._compile_thread
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for a background compile (if one was started); returns :attr:`compiled`."""
+        if self._compile_thread is not None:
+            self._compile_thread.join(timeout)
+        return self.compiled
+
+    @property
+    def compiled(self) -> bool:
+        """Whether one-pair predictions use the compiled path."""
+        return self._compiled is not None
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -136,9 +202,8 @@ class Predictor:
         return preprocess(image, box, size=self.input_size, imagenet=self.imagenet)
 
     def _run(self, fn):
-        memory = torch.channels_last if self.device.type == "cuda" or self.dtype != torch.float32 else None
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            return fn(memory)
+            return fn(self.memory_format)
 
     def forward(self, us: torch.Tensor | None, mg: torch.Tensor | None) -> dict[str, np.ndarray]:
         """Probabilities for batches of network inputs (either may be None: one branch only)."""
@@ -149,7 +214,12 @@ class Predictor:
 
         def go(memory):
             out: dict[str, np.ndarray] = {}
-            if us is not None and mg is not None:
+            if us is not None and mg is not None and self._compiled is not None and len(us) == 1:
+                fused, us_logits, mg_logits = self._compiled(to(us, memory), to(mg, memory))
+                out["p_dlum"] = _sigmoid(fused)
+                out["us_blocks"] = _sigmoid(us_logits)
+                out["mg_blocks"] = _sigmoid(mg_logits)
+            elif us is not None and mg is not None:
                 o = self.model(to(us, memory), to(mg, memory))
                 out["p_dlum"] = _sigmoid(o.fused)
                 out["us_blocks"] = np.stack([_sigmoid(t) for t in o.us], axis=1)
@@ -248,6 +318,19 @@ class Predictor:
             if f"p_{name}" in out:
                 frame[f"p_{name}"] = out[f"p_{name}"]
         return frame
+
+
+class _PairLogits(torch.nn.Module):
+    """DL-UM's outputs as plain tensors (fused, US blocks, MG blocks), the form ``torch.compile``
+    traces best; used only by the compiled pair path."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, us: torch.Tensor, mg: torch.Tensor):
+        o = self.model(us, mg)
+        return o.fused, torch.stack(list(o.us), dim=1), torch.stack(list(o.mg), dim=1)
 
 
 def _sigmoid(t: torch.Tensor) -> np.ndarray:

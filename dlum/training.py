@@ -35,7 +35,8 @@ from dlum.data.transforms import to_network_input
 from dlum.errors import CheckpointError, DLUMError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
 
-__all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "assign_folds", "ARCHS"]
+__all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "train_step", "loss_and_optimizer",
+           "assign_folds", "ARCHS"]
 
 ARCHS = ("dlum", "dlu", "dlm")
 
@@ -206,6 +207,44 @@ def _forward(model, arch: str, us: torch.Tensor, mg: torch.Tensor):
     return model(us if arch == "dlu" else mg)
 
 
+def loss_and_optimizer(model: torch.nn.Module, config: TrainConfig):
+    """The paper's objective (focal loss on the fused output + deep supervision + consistency) and
+    its Adam optimiser, as configured."""
+    from dlum.losses import DLUMLoss
+
+    criterion = DLUMLoss(
+        alpha=config.focal_alpha,
+        gamma=config.focal_gamma,
+        fused_weight=config.fused_weight,
+        supervision_weights=config.supervision_weights,
+        consistency_weight=config.consistency_weight,
+    )
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+        weight_decay=config.weight_decay,
+    )
+    return criterion, optimizer
+
+
+def train_step(model, arch: str, criterion, optimizer, us: torch.Tensor, mg: torch.Tensor,
+               y: torch.Tensor, *, device: torch.device, dtype: torch.dtype, channels_last: bool = True):
+    """One optimisation step (forward under autocast, DLUMLoss, backward, Adam); returns the loss parts.
+
+    ``fit`` and ``benchmarks/bench_training.py`` both run exactly this.
+    """
+    us, mg, y = (t.to(device, non_blocking=True) for t in (us, mg, y))
+    if channels_last:
+        us = us.contiguous(memory_format=torch.channels_last) if us.numel() else us
+        mg = mg.contiguous(memory_format=torch.channels_last) if mg.numel() else mg
+    with autocast(device, dtype):
+        output = _forward(model, arch, us, mg)
+    parts = criterion(output, y)
+    optimizer.zero_grad(set_to_none=True)
+    parts.total.backward()
+    optimizer.step()
+    return parts
+
+
 def _final_logit(output) -> torch.Tensor:
     return output.fused if hasattr(output, "fused") else output.final
 
@@ -310,7 +349,6 @@ def fit(
 
     Returns the card. ``cohort`` must be the table ``crops`` was built from (same row order).
     """
-    from dlum.losses import DLUMLoss
     from dlum.networks.pretrained import uses_imagenet_normalisation
 
     rank, world = _distributed()
@@ -334,17 +372,7 @@ def fit(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dtype = fast_dtype(device, config.precision)
-    criterion = DLUMLoss(
-        alpha=config.focal_alpha,
-        gamma=config.focal_gamma,
-        fused_weight=config.fused_weight,
-        supervision_weights=config.supervision_weights,
-        consistency_weight=config.consistency_weight,
-    )
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
-        weight_decay=config.weight_decay,
-    )
+    criterion, optimizer = loss_and_optimizer(model, config)
     train_model = model
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -388,16 +416,8 @@ def fit(
         for step, (us, mg, y) in enumerate(bar):
             if config.max_steps_per_epoch and step >= config.max_steps_per_epoch:
                 break
-            us, mg, y = (t.to(device, non_blocking=True) for t in (us, mg, y))
-            if config.channels_last:
-                us = us.contiguous(memory_format=torch.channels_last) if us.numel() else us
-                mg = mg.contiguous(memory_format=torch.channels_last) if mg.numel() else mg
-            with autocast(device, dtype):
-                output = _forward(train_model, config.arch, us, mg)
-            parts = criterion(output, y)
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            optimizer.step()
+            parts = train_step(train_model, config.arch, criterion, optimizer, us, mg, y,
+                               device=device, dtype=dtype, channels_last=config.channels_last)
             running += parts.total.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{running / seen:.4f}")

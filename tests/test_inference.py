@@ -58,6 +58,42 @@ def test_pair_one_modality_and_cohort(small_checkpoint, phantom_table):
     assert predictor.predict_pair(us=data, us_box=boxes["us_box"]).probability == pytest.approx(us_only.probability, abs=1e-6)
 
 
+def _compiler_present() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _compiler_present(), reason="torch.compile (inductor) needs a C++ compiler")
+def test_compiled_pair_path_agrees_with_eager(small_checkpoint, phantom_table):
+    cohort = read_cohort(phantom_table)
+    row = cohort.iloc[1]
+    eager = Predictor(small_checkpoint, device="cpu")
+    fast = Predictor(small_checkpoint, device="cpu")
+    assert not fast.compiled and fast.wait_compiled() is False  # nothing started yet
+    fast.compile_in_background()
+    assert fast.wait_compiled(timeout=300) and fast.compiled
+    a = eager.predict_pair(us=row["us_image"], mg=row["mg_image"])
+    b = fast.predict_pair(us=row["us_image"], mg=row["mg_image"])
+    assert b.p_dlum == pytest.approx(a.p_dlum, abs=1e-5)
+    assert np.allclose(b.p_us_blocks, a.p_us_blocks, atol=1e-5)
+    assert np.allclose(b.p_mg_blocks, a.p_mg_blocks, atol=1e-5)
+    # batches and single branches keep to the eager model
+    assert fast.predict_pair(us=row["us_image"]).mode == "us-only"
+
+
+def test_failed_compile_keeps_the_eager_model(small_checkpoint, phantom_table, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    predictor = Predictor(small_checkpoint, device="cpu")
+    assert predictor.compile_pair_path() is False and not predictor.compiled
+    assert "no C++ compiler found" in caplog.text
+    row = read_cohort(phantom_table).iloc[0]
+    assert 0 <= predictor.predict_pair(us=row["us_image"], mg=row["mg_image"]).p_dlum <= 1
+
+
 def test_bad_inputs(small_checkpoint, tmp_path):
     predictor = Predictor(small_checkpoint, device="cpu")
     with pytest.raises(InputError):

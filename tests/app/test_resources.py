@@ -1,0 +1,25 @@
+"""The shared model resource: loaded once, warmed up, compiled in the background only when asked."""
+from __future__ import annotations
+
+import pytest
+
+from dlum.app import resources as res
+from dlum.inference import Predictor
+
+
+@pytest.mark.parametrize("setting, expected", [("1", True), (None, False), ("0", False)])
+def test_dashboard_compiles_in_the_background_when_asked(app_checkpoint, monkeypatch, setting,
+                                                               expected):
+    started = []
+    monkeypatch.setattr(Predictor, "compile_in_background", lambda self: started.append(self))
+    if setting is None:
+        monkeypatch.delenv(res.COMPILE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(res.COMPILE_ENV, setting)
+    res.load_predictor.clear()
+    try:
+        predictor = res.load_predictor(str(app_checkpoint), 0.0)
+    finally:
+        res.load_predictor.clear()
+    assert isinstance(predictor, Predictor)
+    assert started == ([predictor] if expected else [])
