@@ -174,9 +174,19 @@ def _open_pil(fp: IO[bytes], label: str):
 
 def _pil_size(img) -> tuple[int, int]:
     """(height, width) as displayed, i.e. after the EXIF orientation is applied."""
+    from PIL import Image
+
     width, height = img.size
     with contextlib.suppress(Exception):
-        if img.getexif().get(_EXIF_ORIENTATION) in _EXIF_SWAPS_AXES:
+        if img.format == "PNG":
+            # Pillow's PNG getexif() decodes every pixel to look for an eXIf chunk after the image
+            # data; an eXIf chunk belongs before it (PNG 1.5 extensions), where open() has read it.
+            exif = Image.Exif()
+            if img.info.get("exif"):
+                exif.load(img.info["exif"])
+        else:
+            exif = img.getexif()
+        if exif.get(_EXIF_ORIENTATION) in _EXIF_SWAPS_AXES:
             width, height = height, width
     return height, width
 

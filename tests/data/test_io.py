@@ -131,13 +131,14 @@ def test_palette_expands_to_grey(tmp_path):
     np.testing.assert_allclose(image, pixels, atol=1e-3)
 
 
-def test_exif_orientation_applied(tmp_path):
+@pytest.mark.parametrize("name", ["phone.jpg", "phone.png"])
+def test_exif_orientation_applied(tmp_path, name):
     img = Image.fromarray(noise((30, 50)))
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90 degrees on display
-    path = save_pil(tmp_path / "phone.jpg", img, exif=exif)
+    path = save_pil(tmp_path / name, img, exif=exif)
     assert read_image(path).shape == (50, 30)
-    assert image_size(path) == (50, 30)
+    assert image_size(path) == (50, 30)  # PNG: read from the eXIf chunk, pixels not decoded
 
 
 def test_bytes_and_file_like_sources(tmp_path):
