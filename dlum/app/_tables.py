@@ -28,6 +28,8 @@ __all__ = [
     "to_csv_bytes",
     "format_ci",
     "format_pct_ci",
+    "BIOPSY_COUNTS",
+    "count_pct_columns",
     "source_name",
 ]
 
@@ -142,6 +144,27 @@ def format_pct_ci(estimate, low, high, digits: int = 1) -> str:
     if _finite(low, high):
         text += f" [{100 * low:.{digits}f}–{100 * high:.{digits}f}]"
     return text
+
+
+#: Biopsy counts shown as "count (percentage [95% CI])": header, count column, rate column prefix.
+BIOPSY_COUNTS = (
+    ("Recommended biopsies (of cases)", "recommended_biopsies", "biopsy_rate"),
+    ("Unnecessary biopsies (of recommended)", "unnecessary_biopsies", "unnecessary_rate"),
+    ("Missed malignancies (of malignant)", "missed_malignancies", "missed_rate"),
+)
+
+
+def count_pct_columns(table, columns=BIOPSY_COUNTS) -> dict[str, list[str]]:
+    """Display columns '12 (34.3% [19.1–52.2])' from count, rate and ``_ci_low``/``_ci_high``
+    columns of a biopsy-metrics table (just the count where the rate is undefined)."""
+    def cell(count, est, lo, hi):
+        return f"{count} ({format_pct_ci(est, lo, hi)})" if _finite(est) else f"{count}"
+
+    return {
+        header: [cell(*v) for v in zip(table[count], table[rate], table[f"{rate}_ci_low"],
+                                        table[f"{rate}_ci_high"])]
+        for header, count, rate in columns
+    }
 
 
 def source_name(source, default: str) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from dlum.app._tables import (
     check_case_ids,
+    count_pct_columns,
     parse_label_column,
     values_text,
     collect_notes,
@@ -418,18 +419,4 @@ def metrics_display(table: pd.DataFrame) -> pd.DataFrame:
 def biopsy_display(table: pd.DataFrame) -> pd.DataFrame:
     """Recommended biopsies (share of cases), unnecessary biopsies (share of recommended) and
     missed malignancies (share of malignant), counts with percentages and CIs."""
-    def cell(count, est, lo, hi):
-        return f"{count} ({format_pct_ci(est, lo, hi)})" if np.isfinite(est) else f"{count}"
-
-    return pd.DataFrame({
-        "Model": table["model"],
-        "Recommended biopsies (of cases)": [cell(c, e, lo, hi) for c, e, lo, hi in zip(
-            table["recommended_biopsies"], table["biopsy_rate"], table["biopsy_rate_ci_low"],
-            table["biopsy_rate_ci_high"])],
-        "Unnecessary biopsies (of recommended)": [cell(c, e, lo, hi) for c, e, lo, hi in zip(
-            table["unnecessary_biopsies"], table["unnecessary_rate"], table["unnecessary_rate_ci_low"],
-            table["unnecessary_rate_ci_high"])],
-        "Missed malignancies (of malignant)": [cell(c, e, lo, hi) for c, e, lo, hi in zip(
-            table["missed_malignancies"], table["missed_rate"], table["missed_rate_ci_low"],
-            table["missed_rate_ci_high"])],
-    })
+    return pd.DataFrame({"Model": table["model"], **count_pct_columns(table)})

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from dlum.app._tables import (
+    BIOPSY_COUNTS,
     check_case_ids,
+    count_pct_columns,
     parse_label_column,
     values_text,
     blank_mask,
@@ -690,10 +692,6 @@ def _p(value) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _count_pct(count, est, lo, hi) -> str:
-    return f"{count} ({format_pct_ci(est, lo, hi)})" if np.isfinite(est) else f"{count}"
-
-
 def performance_display(table: pd.DataFrame) -> pd.DataFrame:
     """Table 2 style text: reader, session, subgroup, AUC [CI], sensitivity, specificity,
     recommended biopsies (of cases) and unnecessary biopsies (of recommended)."""
@@ -710,12 +708,7 @@ def performance_display(table: pd.DataFrame) -> pd.DataFrame:
             table["sensitivity"], table["sensitivity_ci_low"], table["sensitivity_ci_high"])],
         "Specificity [95% CI]": [format_pct_ci(e, lo, hi) for e, lo, hi in zip(
             table["specificity"], table["specificity_ci_low"], table["specificity_ci_high"])],
-        "Recommended biopsies (of cases)": [_count_pct(c, e, lo, hi) for c, e, lo, hi in zip(
-            table["recommended_biopsies"], table["biopsy_rate"], table["biopsy_rate_ci_low"],
-            table["biopsy_rate_ci_high"])],
-        "Unnecessary biopsies (of recommended)": [_count_pct(c, e, lo, hi) for c, e, lo, hi in zip(
-            table["unnecessary_biopsies"], table["unnecessary_rate"], table["unnecessary_rate_ci_low"],
-            table["unnecessary_rate_ci_high"])],
+        **count_pct_columns(table, BIOPSY_COUNTS[:2]),
         "Missed malignancies": table["missed_malignancies"],
         "Note": table["note"].fillna(""),
     })
