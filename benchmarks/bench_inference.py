@@ -194,6 +194,9 @@ def main(argv=None) -> int:
     rows = one_pair_rows(args.checkpoint, device, args.repeats, not args.no_compile, not args.no_bf16)
     rows += batch_rows(args.checkpoint, device, batches, max(2, args.repeats // 2),
                        compile_=gpu and not args.no_compile, precision="auto")
+    if gpu:  # what bf16 buys on the GPU: fp32 at the largest batch (cuDNN convolutions may use TF32)
+        rows += batch_rows(args.checkpoint, device, batches[-1:], max(2, args.repeats // 2),
+                           compile_=False, precision="fp32")
     rows += cam_rows(args.checkpoint, device, max(2, args.repeats // 2))
     _sync(device)
     print(format_table(rows, ["task", "median_s", "iqr_s", "min_s", "pairs_per_s", "tflop_per_s"]))
