@@ -43,8 +43,6 @@ def register(command: Command) -> Command:
 
 # ------------------------------------------------------------------------------------- prepare
 def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlum.data.cache import CACHE_SIZE
-
     parser.add_argument(
         "--data",
         metavar="DIR",
@@ -54,19 +52,13 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", required=True, help="folder to write into")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, pairs and simulated MG BI-RADS (default 0)")
-    parser.add_argument(
-        "--cache-size",
-        type=int,
-        default=CACHE_SIZE,
-        metavar="PX",
-        help=f"side of the cached crops in pixels (default {CACHE_SIZE})",
-    )
-    parser.add_argument("--no-crops", action="store_true", help="write the tables only, no crop cache")
+    parser.add_argument("--no-crops", action="store_true",
+                        help="write the tables only, no crops.npz (a stale one is removed)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _prepare_run(args: argparse.Namespace) -> int:
-    from dlum.data.cache import format_summary, prepare
+    from dlum.data.prepare import format_summary, prepare
     from dlum.data.public import default_data_dir
     from dlum.errors import InputError
 
@@ -76,10 +68,7 @@ def _prepare_run(args: argparse.Namespace) -> int:
             "no data folder: pass --data DIR (a folder laid out like ../shared/data) or set "
             "DLUM_DATA_DIR"
         )
-    summary = prepare(
-        data, args.out, seed=args.seed, size=args.cache_size, crops=not args.no_crops,
-        progress=not args.quiet,
-    )
+    summary = prepare(data, args.out, seed=args.seed, crops=not args.no_crops, progress=not args.quiet)
     print(format_summary(summary))
     print(f"Wrote {args.out}")
     return 0
@@ -88,17 +77,64 @@ def _prepare_run(args: argparse.Namespace) -> int:
 register(
     Command(
         name="prepare",
-        help="build the public pseudo-paired cohort table and its crop cache",
+        help="build the public pseudo-paired cohort table and its exact crops",
         description="Build cohort.csv (BUS-BRA + BrEaST-Lesions-USG ultrasound paired with "
         "mini-MIAS mammography of the same pathology inside each split: pseudo-pairs, NOT "
-        "same-patient pairs), lesions.csv, a compact crop cache and prepare_summary.json.",
+        "same-patient pairs), lesions.csv, crops.npz (the exact expanded-ROI crops of every "
+        "row, which `train` picks up from beside the table) and prepare_summary.json.",
         add_arguments=_prepare_arguments,
         run=_prepare_run,
     )
 )
 
 
-# ---------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------- crop files
+def _crops_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--crops", metavar="NPZ", default=None,
+                        help="exact crops of that table (dlum.data.crops), so that the images "
+                        "need not be present. Default: the crops.npz that `prepare` wrote beside "
+                        "the table when it matches the table (rows, labels, images, boxes), "
+                        "else crop the images")
+
+
+def _cohort_and_crops(args: argparse.Namespace, command: str):
+    """The validated ``--cohort`` and its crops: ``--crops``, else a matching ``crops.npz``
+    beside the table (from ``python -m dlum prepare``), else None (crop the images).
+
+    A given ``--crops`` that does not match the table (rows, labels, images, boxes) is an error;
+    a mismatching or unreadable one beside the table is ignored with a message.
+    """
+    from pathlib import Path
+
+    from dlum.data.crops import CropSet
+    from dlum.data.manifest import read_cohort
+    from dlum.data.prepare import CROPS_FILE
+    from dlum.errors import InputError
+
+    if args.crops:
+        cohort = read_cohort(args.cohort, check_images=False)
+        crops = CropSet.load(args.crops)
+        problem = crops.mismatch(cohort)
+        if problem:
+            raise DLUMError(f"{args.crops} is not the crops of {args.cohort}: {problem}")
+        return cohort, crops
+    beside = Path(args.cohort).parent / CROPS_FILE
+    if beside.is_file():
+        cohort = read_cohort(args.cohort, check_images=False)
+        try:
+            crops = CropSet.load(beside)
+            problem = crops.mismatch(cohort)
+        except InputError as err:
+            problem = err.problem
+        if problem is None:
+            if not args.quiet:
+                print(f"dlum {command}: using the crops in {beside} (pass --crops to choose "
+                      "another file)", file=sys.stderr)
+            return cohort, crops
+        print(f"dlum {command}: ignoring {beside}, not the crops of {args.cohort}: {problem}; "
+              "cropping the images instead", file=sys.stderr)
+    return read_cohort(args.cohort), None
+
 
 # --------------------------------------------------------------------------------------- train
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,9 +142,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table (ARCHITECTURE schema)")
-    parser.add_argument("--crops", metavar="NPZ", default=None,
-                        help="exact crop cache of that table (dlum.data.crops); then the images "
-                        "themselves need not be present")
+    _crops_argument(parser)
     parser.add_argument("--arch", choices=ARCHS, default="dlum", help="dlum (fusion), dlu (US), dlm (MG)")
     parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint folder to write")
     parser.add_argument("--epochs", type=int, default=d.epochs)
@@ -134,8 +168,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_run(args: argparse.Namespace) -> int:
-    from dlum.data.crops import CropSet, extract_crops
-    from dlum.data.manifest import read_cohort
+    from dlum.data.crops import extract_crops
     from dlum.training import TrainConfig, fit
 
     pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
@@ -147,12 +180,8 @@ def _train_run(args: argparse.Namespace) -> int:
         fold=args.fold, folds=args.folds, num_workers=args.num_workers, input_size=args.input_size,
         max_steps_per_epoch=args.max_steps_per_epoch,
     )
-    cohort = read_cohort(args.cohort, check_images=args.crops is None)
-    if args.crops:
-        crops = CropSet.load(args.crops)
-        if len(crops) != len(cohort):
-            raise DLUMError(f"{args.crops} holds {len(crops)} rows but {args.cohort} has {len(cohort)}")
-    else:
+    cohort, crops = _cohort_and_crops(args, "train")
+    if crops is None:
         crops = extract_crops(cohort, progress=not args.quiet)
     data_info = {
         "cohort": str(args.cohort),
@@ -177,6 +206,7 @@ register(Command("train", "train DL-UM, DL-U or DL-M on a cohort table", _train_
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="DIR", required=True, help="DL-UM checkpoint folder")
     parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table to predict")
+    _crops_argument(parser)
     parser.add_argument("--out", metavar="CSV", required=True, help="predictions.csv to write")
     parser.add_argument("--split", default=None, help="only rows of this split (default: every row)")
     parser.add_argument("--dlu", metavar="DIR", default=None, help="DL-U checkpoint (adds p_dlu)")
@@ -188,14 +218,17 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
-    from dlum.data.manifest import read_cohort
     from dlum.inference import Predictor
 
-    cohort = read_cohort(args.cohort)
+    cohort, crops = _cohort_and_crops(args, "evaluate")
+    inexact = 0 if crops is None else sum(int((~crops.exact[m]).sum()) for m in crops.exact)
+    if inexact:
+        print(f"dlum evaluate: note: {inexact} stored crops come from sources over 8 bits and were "
+              "scaled to uint8; predictions from the images may differ slightly", file=sys.stderr)
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision,
                           dlu=args.dlu, dlm=args.dlm)
     frame = predictor.predict_cohort(cohort, split=args.split, batch_size=args.batch_size,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, crops=crops)
     frame.to_csv(args.out, index=False, float_format="%.8f")
     print(f"wrote {len(frame)} predictions to {args.out}")
     return 0

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from dlum.checkpoint import load_checkpoint
 from dlum.constants import DEFAULT_THRESHOLD, MG, US
-from dlum.data.crops import extract_crops
-from dlum.errors import CheckpointError, CohortError, InputError
+from dlum.data.crops import CropSet, extract_crops
+from dlum.errors import CheckpointError, CohortError, DLUMError, InputError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
 
 log = logging.getLogger(__name__)
@@ -281,16 +281,31 @@ class Predictor:
         split: str | None = None,
         batch_size: int = 16,
         progress: bool = True,
+        crops: CropSet | None = None,
     ) -> pd.DataFrame:
-        """``predictions.csv`` rows for a validated cohort table (every row when split is None)."""
+        """``predictions.csv`` rows for a validated cohort table (every row when split is None).
+
+        ``crops``: the table's crops (:class:`dlum.data.crops.CropSet`, e.g. ``crops.npz`` from
+        ``python -m dlum prepare``), used instead of cropping the image files; for 8-bit
+        sources the predictions are the same.
+        """
         from dlum.data.transforms import to_network_input
 
+        if crops is not None:
+            problem = crops.mismatch(cohort)
+            if problem:
+                raise DLUMError(f"the crops are not those of the cohort table: {problem}")
+        keep = np.ones(len(cohort), dtype=bool)
         if split is not None:
-            cohort = cohort[cohort["split"] == split]
+            keep = (cohort["split"] == split).to_numpy()
+            cohort = cohort[keep]
             if cohort.empty:
                 raise CohortError([f"no rows with split = {split!r}"])
         cohort = cohort.reset_index(drop=True)
-        crops = extract_crops(cohort, progress=progress, quantise=False)
+        if crops is None:
+            crops = extract_crops(cohort, progress=progress, quantise=False)
+        else:
+            crops = crops.subset(np.flatnonzero(keep))
         chunks: list[dict[str, np.ndarray]] = []
         starts = range(0, len(cohort), batch_size)
         for start in tqdm(starts, desc="predicting", disable=not progress, leave=False):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train DL-UM, DL-U and DL-M on the pseudo-paired public cohort (GPU when present).
 # Usage: scripts/train_public.sh COHORT_CSV CROPS_NPZ OUT_DIR [EPOCHS_DLUM] [EPOCHS_SINGLE]
-# COHORT_CSV and CROPS_NPZ come from `python -m dlum prepare` and dlum.data.crops.
+# COHORT_CSV and CROPS_NPZ come from `python -m dlum prepare --out DIR`: DIR/cohort.csv and
+# DIR/crops.npz (exact crops, so the images need not be on the GPU machine).
 set -euo pipefail
 cohort=$1; crops=$2; out=$3; e_dlum=${4:-25}; e_single=${5:-20}
 py=${PYTHON:-python3}

@@ -68,7 +68,7 @@ def test_prepare_on_a_missing_folder_is_one_clear_line(tmp_path):
 # ------------------------------------------------------------------------ prepare, real data
 @pytest.fixture(scope="session")
 def prepared(shared_data, tmp_path_factory):
-    """Run the real `python -m dlum prepare` once (about a minute or two on 2 cores)."""
+    """Run the real `python -m dlum prepare` once (under a minute on 2 cores)."""
     out = tmp_path_factory.mktemp("prepared")
     start = time.perf_counter()
     result = subprocess.run(
@@ -90,44 +90,56 @@ def test_prepare_runs_in_time_and_prints_the_summary(prepared):
     for word in ("train", "validation", "test", "benign", "malignant", "concordant", "discordant",
                  "distinct US images", "distinct MG images"):
         assert word in text
+    assert "Crops: 2127 US + 95 MG exact native-resolution expanded-ROI crops (uint8) in crops.npz" in text
     assert "crops" in result.stderr  # the progress bar
 
 
 @pytest.mark.slow
-def test_prepare_cache_is_small_and_loads(prepared):
-    from dlum.data.cache import load_crop_cache
+def test_prepare_crops_are_small_and_load(prepared):
+    from dlum.data.crops import CropSet
+    from dlum.data.manifest import read_cohort
 
     out, _, _ = prepared
     total = sum(p.stat().st_size for p in out.iterdir())
     assert total < 60 * 2**20
     summary = json.loads((out / "prepare_summary.json").read_text())
-    size = summary["cache"]["size"]
-    assert 224 < size <= 256
-    cohort, us, mg = load_crop_cache(out)
-    assert us.shape == (2127, size, size) and us.dtype == np.uint8
-    assert mg.shape == (95, size, size) and mg.dtype == np.uint8
-    assert len(cohort) == 2127
-    assert cohort["us_crop"].is_unique  # each US lesion once
-    assert cohort["us_crop"].between(0, len(us) - 1).all()
-    assert set(cohort["mg_crop"]) == set(range(len(mg)))  # every MG lesion used, stored once
-    assert (us.reshape(len(us), -1).max(axis=1) == 255).all()  # min-max per crop
+    cohort = read_cohort(out / "cohort.csv", check_images=False)
+    crops = CropSet.load(out / "crops.npz")
+    assert len(cohort) == len(crops) == 2127
+    np.testing.assert_array_equal(crops.labels, cohort["label"].to_numpy())
+    assert len(crops.crops["us"]) == 2127 and len(crops.crops["mg"]) == 95
+    assert sorted(crops.index["us"]) == list(range(2127))  # each US crop used once
+    assert set(crops.index["mg"]) == set(range(95))  # every MG crop used, stored once
+    assert all(c.dtype == np.uint8 for m in crops.crops for c in crops.crops[m])
+    assert crops.exact["us"].all() and crops.exact["mg"].all()  # all public sources are 8-bit
+    cache = summary["cache"]
+    assert cache["file"] == "crops.npz" and cache["counts"] == {"us": 2127, "mg": 95}
+    assert cache["bytes"] == (out / "crops.npz").stat().st_size and cache["roi_expansion"] == 0.3
     assert summary["cases"] == 2127 and summary["seed"] == 0
     assert summary["mg_lesion_reuse"]["max"] - summary["mg_lesion_reuse"]["min"] < 25
 
 
 @pytest.mark.slow
 def test_prepare_crops_match_the_original_images(prepared):
-    from dlum.data.cache import load_crop_cache, make_crop
+    from dlum.data.crops import CropSet
     from dlum.data.io import read_image
-    from dlum.data.manifest import case_box
+    from dlum.data.manifest import case_box, read_cohort
+    from dlum.data.roi import crop_roi
 
     out, _, _ = prepared
-    cohort, us, mg = load_crop_cache(out)
+    cohort = read_cohort(out / "cohort.csv")
+    crops = CropSet.load(out / "crops.npz")
+    lesions = pd.read_csv(out / "lesions.csv")
     for i in (0, 1000, len(cohort) - 1):
         row = cohort.iloc[i]
-        for modality, stack in (("us", us), ("mg", mg)):
-            expected = make_crop(read_image(row[f"{modality}_image"]), case_box(row, modality), us.shape[1])
-            np.testing.assert_array_equal(stack[row[f"{modality}_crop"]], expected)
+        for modality in ("us", "mg"):
+            original = crop_roi(read_image(row[f"{modality}_image"]), case_box(row, modality))
+            # an 8-bit source is stored as it is (dlum.data.crops): integers in 0..255
+            assert np.array_equal(original, np.round(original)) and 0 <= original.min() <= original.max() <= 255
+            np.testing.assert_array_equal(crops.crop(modality, i), original.astype(np.uint8))
+            lesion = row["case_id"].split("+")[0 if modality == "us" else 1]
+            crop = lesions.set_index(["modality", "lesion_id"]).loc[(modality, lesion), "crop"]
+            assert crop == crops.index[modality][i]  # lesions.csv's crop number
 
 
 @pytest.mark.slow
@@ -156,4 +168,5 @@ def test_prepare_same_seed_same_table(prepared, shared_data, tmp_path):
                      "--no-crops", "--quiet"]) == 0
     assert (tmp_path / "cohort.csv").read_bytes() == (out / "cohort.csv").read_bytes()
     assert (tmp_path / "lesions.csv").read_bytes() == (out / "lesions.csv").read_bytes()
-    assert not (tmp_path / "crops_us.png").exists()
+    assert not (tmp_path / "crops.npz").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"cohort.csv", "lesions.csv", "prepare_summary.json"}

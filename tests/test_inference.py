@@ -123,6 +123,29 @@ def test_predict_cli_prints_one_json_object(small_checkpoint, phantom_table, tmp
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "missing.png" in bad.stderr
 
 
+def test_evaluate_from_the_crops_beside_the_table_equals_evaluate_from_the_images(
+        small_checkpoint, tmp_path, capsys):
+    from dlum import cli
+    from dlum.data.crops import extract_crops
+
+    table = make_phantom_cohort(tmp_path / "cohort", n=6, seed=1, size=64)
+    run = ["evaluate", "--checkpoint", str(small_checkpoint), "--cohort", str(table),
+           "--device", "cpu"]
+    assert cli.main([*run, "--out", str(tmp_path / "images.csv"), "--quiet"]) == 0
+    assert cli.main([*run, "--out", str(tmp_path / "images_test.csv"), "--split", "test", "--quiet"]) == 0
+    extract_crops(read_cohort(table), progress=False).save(table.parent / "crops.npz")
+    for folder in ("us", "mg"):  # the images are not needed any more
+        (table.parent / folder).rename(tmp_path / folder)
+    capsys.readouterr()
+    assert cli.main([*run, "--out", str(tmp_path / "crops.csv")]) == 0
+    assert "using the crops in" in capsys.readouterr().err
+    assert cli.main([*run, "--out", str(tmp_path / "crops_test.csv"), "--split", "test", "--quiet"]) == 0
+    for a, b in (("images.csv", "crops.csv"), ("images_test.csv", "crops_test.csv")):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / a), pd.read_csv(tmp_path / b),
+                                      check_exact=True)
+    assert 0 < len(pd.read_csv(tmp_path / "crops_test.csv")) < 6
+
+
 @pytest.mark.slow
 def test_shipped_checkpoint_reproduces_its_predictions(shared_data):
     """`evaluate` (from the original images) agrees with the shipped predictions.csv to 1e-3."""

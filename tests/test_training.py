@@ -90,6 +90,70 @@ def test_crop_cache_round_trip(phantoms, tmp_path):
             np.testing.assert_array_equal(again.crop(m, row), crops.crop(m, row))
 
 
+# ----------------------------------------------------- `python -m dlum train` and its crop file
+TRAIN_QUICK = ["--arch", "dlu", "--epochs", "1", "--max-steps-per-epoch", "1", "--pretrained",
+               "false", "--input-size", "32", "--batch-size", "8", "--device", "cpu",
+               "--num-workers", "0"]
+
+
+@pytest.fixture
+def prepared_like(tmp_path):
+    """A phantom cohort.csv with its crops.npz beside it, as `python -m dlum prepare` leaves them."""
+    table = make_phantom_cohort(tmp_path / "cohort", n=24, seed=3, size=64)
+    cohort = read_cohort(table)
+    crops = extract_crops(cohort, progress=False)
+    crops.save(table.parent / "crops.npz")
+    return table, cohort, crops
+
+
+def _train(table, out, *extra):
+    from dlum import cli
+
+    return cli.main(["train", "--cohort", str(table), "--out", str(out), *TRAIN_QUICK, *extra])
+
+
+def test_train_uses_the_crops_beside_the_table(prepared_like, tmp_path, capsys):
+    table, _, _ = prepared_like
+    for folder in ("us", "mg"):  # the images are not needed any more
+        (table.parent / folder).rename(tmp_path / folder)
+    assert _train(table, tmp_path / "run") == 0
+    err = capsys.readouterr().err
+    assert f"using the crops in {table.parent / 'crops.npz'}" in err
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert _train(table, tmp_path / "quiet", "--quiet") == 0
+    assert "using the crops" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", ["rows", "labels"])
+def test_train_ignores_crops_beside_the_table_that_do_not_match(prepared_like, tmp_path, capsys, change):
+    table, _, crops = prepared_like
+    if change == "rows":
+        crops = crops.subset(np.arange(len(crops) - 1))
+    else:
+        crops.labels = 1 - crops.labels
+    crops.save(table.parent / "crops.npz")
+    assert _train(table, tmp_path / "run", "--quiet") == 0  # cropped from the images instead
+    err = capsys.readouterr().err
+    assert f"ignoring {table.parent / 'crops.npz'}" in err and "cropping the images instead" in err
+    assert ("rows but the table has" if change == "rows" else "labels differ") in err
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("change", ["rows", "labels"])
+def test_train_refuses_given_crops_that_do_not_match(prepared_like, tmp_path, capsys, change):
+    table, _, crops = prepared_like
+    if change == "rows":
+        crops = crops.subset(np.arange(len(crops) - 1))
+    else:
+        crops.labels = 1 - crops.labels
+    other = crops.save(tmp_path / "other.npz")
+    assert _train(table, tmp_path / "run", "--crops", str(other), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dlum train: error: {other} is not the crops of {table}")
+    assert ("rows but the table has" if change == "rows" else "labels differ") in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "model.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_ddp_two_cpu_processes(phantoms, tmp_path):
     table, cohort, crops = phantoms
