@@ -124,33 +124,40 @@ def test_train_uses_the_crops_beside_the_table(prepared_like, tmp_path, capsys):
     assert "using the crops" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change", ["rows", "labels"])
+def _spoil(crops, change: str):
+    """The crops of another table: one row short, every label flipped, or cut from other boxes."""
+    if change == "rows":
+        return crops.subset(np.arange(len(crops) - 1))
+    if change == "boxes":
+        crops.keys["mg"] = np.char.add(crops.keys["mg"], "0")
+        return crops
+    crops.labels = 1 - crops.labels
+    return crops
+
+
+PROBLEM = {"rows": "rows but the table has", "labels": "labels differ",
+           "boxes": "MG crops were cut from other images or boxes"}
+
+
+@pytest.mark.parametrize("change", ["rows", "labels", "boxes"])
 def test_train_ignores_crops_beside_the_table_that_do_not_match(prepared_like, tmp_path, capsys, change):
     table, _, crops = prepared_like
-    if change == "rows":
-        crops = crops.subset(np.arange(len(crops) - 1))
-    else:
-        crops.labels = 1 - crops.labels
-    crops.save(table.parent / "crops.npz")
+    _spoil(crops, change).save(table.parent / "crops.npz")
     assert _train(table, tmp_path / "run", "--quiet") == 0  # cropped from the images instead
     err = capsys.readouterr().err
     assert f"ignoring {table.parent / 'crops.npz'}" in err and "cropping the images instead" in err
-    assert ("rows but the table has" if change == "rows" else "labels differ") in err
+    assert PROBLEM[change] in err
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("change", ["rows", "labels"])
+@pytest.mark.parametrize("change", ["rows", "labels", "boxes"])
 def test_train_refuses_given_crops_that_do_not_match(prepared_like, tmp_path, capsys, change):
     table, _, crops = prepared_like
-    if change == "rows":
-        crops = crops.subset(np.arange(len(crops) - 1))
-    else:
-        crops.labels = 1 - crops.labels
-    other = crops.save(tmp_path / "other.npz")
+    other = _spoil(crops, change).save(tmp_path / "other.npz")
     assert _train(table, tmp_path / "run", "--crops", str(other), "--quiet") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"dlum train: error: {other} is not the crops of {table}")
-    assert ("rows but the table has" if change == "rows" else "labels differ") in err
+    assert PROBLEM[change] in err
     assert "Traceback" not in err and not (tmp_path / "run" / "model.safetensors").exists()
 
 
