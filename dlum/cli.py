@@ -288,7 +288,6 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report_run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import pandas as pd
