@@ -170,3 +170,28 @@ def test_prepare_same_seed_same_table(prepared, shared_data, tmp_path):
     assert (tmp_path / "lesions.csv").read_bytes() == (out / "lesions.csv").read_bytes()
     assert not (tmp_path / "crops.npz").exists()
     assert {p.name for p in tmp_path.iterdir()} == {"cohort.csv", "lesions.csv", "prepare_summary.json"}
+
+
+def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, capsys):
+    import shutil
+
+    from dlum.reporting import README_END, README_START
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    shutil.copy(shipped / "card.json", checkpoint / "card.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# R\n{README_START}\nstale\n{README_END}\nafter\n")
+    assert cli.main(["report", "--checkpoint", str(checkpoint), "--readme", str(readme)]) == 0
+    printed = capsys.readouterr().out.strip()
+    text = readme.read_text()
+    assert "stale" not in text and printed in text and text.endswith(f"{README_END}\nafter\n")
+    auc = json.loads((checkpoint / "card.json").read_text())["test_metrics"]["all"]["p_dlum"]["auc"]
+    assert f"| all (140/286) | DL-UM | {auc:.3f} [" in printed  # the card's own test metrics
+
+    card = json.loads((checkpoint / "card.json").read_text())
+    del card["test_metrics"]
+    (checkpoint / "card.json").write_text(json.dumps(card))
+    assert cli.main(["report", "--checkpoint", str(checkpoint)]) == 2
+    assert "no test metrics" in capsys.readouterr().err
