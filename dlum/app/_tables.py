@@ -126,24 +126,19 @@ def _finite(*values) -> bool:
     return all(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in values)
 
 
-def format_ci(estimate, low, high, digits: int = 3) -> str:
+def format_ci(estimate, low, high, digits: int = 3, *, scale: float = 1.0, unit: str = "") -> str:
     """'0.912 [0.861–0.963]'; 'n/a' for an undefined estimate, no bracket for an undefined CI."""
     if not _finite(estimate):
         return "n/a"
-    text = f"{estimate:.{digits}f}"
+    text = f"{scale * estimate:.{digits}f}{unit}"
     if _finite(low, high):
-        text += f" [{low:.{digits}f}–{high:.{digits}f}]"
+        text += f" [{scale * low:.{digits}f}–{scale * high:.{digits}f}]"
     return text
 
 
 def format_pct_ci(estimate, low, high, digits: int = 1) -> str:
     """Proportions as percentages: '89.7% [81.0–94.7]'."""
-    if not _finite(estimate):
-        return "n/a"
-    text = f"{100 * estimate:.{digits}f}%"
-    if _finite(low, high):
-        text += f" [{100 * low:.{digits}f}–{100 * high:.{digits}f}]"
-    return text
+    return format_ci(estimate, low, high, digits, scale=100.0, unit="%")
 
 
 #: Biopsy counts shown as "count (percentage [95% CI])": header, count column, rate column prefix.

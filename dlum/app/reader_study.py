@@ -153,25 +153,17 @@ def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
             empty = list(table.index[blank_mask(table[col])])
             if empty:
                 problems.append(f"column {col!r} is empty at {rows_text(empty)}")
-    if "modality" in table.columns:
-        mod = table["modality"].str.lower()
-        bad = list(mod.index[~mod.isin(MODALITIES)])
-        if bad:
-            problems.append("column 'modality' must be us or mg; got " + values_text(table["modality"], bad))
-        out["modality"] = mod
-    if "session" in table.columns:
-        ses = table["session"].str.lower().map(_SESSION_ALIASES)
-        bad = list(ses.index[ses.isna()])
-        if bad:
-            problems.append("column 'session' must be unaided or aided; got " + values_text(table["session"], bad))
-        out["session"] = ses
-    if "call" in table.columns:
-        call = table["call"].str.lower().map(_CALLS)
-        bad = list(call.index[call.isna()])
-        if bad:
-            problems.append("column 'call' must be benign or malignant (or 0/1); got "
-                            + values_text(table["call"], bad))
-        out["call"] = call.fillna(-1).astype(int)
+    for col, words, expected in (
+        ("modality", {m: m for m in MODALITIES}, "us or mg"),
+        ("session", _SESSION_ALIASES, "unaided or aided"),
+        ("call", _CALLS, "benign or malignant (or 0/1)"),
+    ):
+        if col in table.columns:
+            mapped = table[col].str.lower().map(words)
+            bad = list(mapped.index[mapped.isna()])
+            if bad:
+                problems.append(f"column {col!r} must be {expected}; got " + values_text(table[col], bad))
+            out[col] = mapped.fillna(-1).astype(int) if col == "call" else mapped
     if "birads" in table.columns:
         values, bad = [], []
         for row, value in table["birads"].items():
