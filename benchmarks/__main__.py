@@ -1,7 +1,8 @@
 """Run every CPU benchmark and refresh the README's speed table: ``python -m benchmarks``.
 
-Statistics, inference and CAMs, the dashboard's first renders, and a training step, in about
-5–8 minutes on the project's 2-core CPU; ``--skip NAME`` leaves one out (its last result, if
+Statistics, inference and CAMs, bf16's agreement with fp32 on the public test split (where bf16
+is the default and ``python -m dlum prepare`` has run), the dashboard's first renders, and a
+training step, in about 5–8 minutes on the project's 2-core CPU; ``--skip NAME`` leaves one out (its last result, if
 any, stays in the table). GPU figures come from ``python -m benchmarks.bench_inference --device
 cuda`` and ``python -m benchmarks.bench_training --device cuda`` on a GPU machine; copy their
 JSON from ``benchmarks/results/`` into ``benchmarks/recorded/`` to keep them in the table.
@@ -11,10 +12,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import bench_app, bench_inference, bench_stats, bench_training, readme
+from benchmarks import bench_app, bench_inference, bench_precision, bench_stats, bench_training, readme
 
-BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "app": bench_app,
-              "training": bench_training}
+BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "precision": bench_precision,
+              "app": bench_app, "training": bench_training}
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,7 @@ __all__ = [
     "test_metrics",
     "results_markdown",
     "update_readme",
+    "precision_agreement",
 ]
 
 MIN_SENSITIVITY = 0.90
@@ -182,6 +183,47 @@ def finalise_card(card: dict[str, Any], held_out: pd.DataFrame,
     }
     card["test_metrics"] = metrics
     return card, test
+
+
+def precision_agreement(reference: pd.DataFrame, other: pd.DataFrame, threshold: float,
+                        column: str = "p_dlum") -> dict[str, Any]:
+    """How far ``other``'s predictions (e.g. bf16) stray from ``reference``'s (fp32) on the same cases.
+
+    Both are ``predictions.csv`` frames (``case_id``, ``label``, ``column``); they are joined on
+    ``case_id`` and must hold the same cases. Returns the number of cases, the largest and median
+    absolute difference in P(malignant), both AUCs with DeLong's paired test of their difference,
+    how many decisions differ at ``threshold`` (biopsy when P >= threshold), and how close to the
+    threshold the reference put those cases (``flipped_max_distance``).
+
+    Raises InputError when the case sets differ or a column is missing.
+    """
+    from dlum.errors import InputError
+
+    for name, frame in (("reference", reference), ("other", other)):
+        missing = [c for c in ("case_id", "label", column) if c not in frame.columns]
+        if missing:
+            raise InputError(f"precision_agreement: {name} predictions lack {', '.join(missing)}")
+    ref = reference[["case_id", "label", column]].astype({"case_id": str})
+    new = other[["case_id", column]].astype({"case_id": str})
+    if set(ref["case_id"]) != set(new["case_id"]) or len(ref) != len(new):
+        raise InputError("precision_agreement: the two prediction sets are not of the same cases")
+    both = ref.merge(new, on="case_id", suffixes=("_ref", "_new"), validate="1:1")
+    a, b = both[f"{column}_ref"].to_numpy(float), both[f"{column}_new"].to_numpy(float)
+    diff = np.abs(a - b)
+    flipped = (a >= threshold) != (b >= threshold)
+    test = delong_test(both["label"].astype(int), a, b)
+    return {
+        "n": int(len(both)),
+        "column": column,
+        "max_abs_diff": float(diff.max()),
+        "median_abs_diff": float(np.median(diff)),
+        "auc_reference": test.auc_a,
+        "auc_other": test.auc_b,
+        "delong_p": test.p_value,
+        "threshold": float(threshold),
+        "decisions_differ": int(flipped.sum()),
+        "flipped_max_distance": float(np.abs(a[flipped] - threshold).max()) if flipped.any() else 0.0,
+    }
 
 
 def _nan_to_none(obj):

@@ -1,5 +1,6 @@
 import torch
 
+from dlum import runtime
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
 
 
@@ -12,10 +13,25 @@ def test_precision_policy(monkeypatch):
     cpu = torch.device("cpu")
     assert fast_dtype(cpu, "fp32") == torch.float32
     assert fast_dtype(cpu, "bf16") == torch.bfloat16
-    monkeypatch.setattr("dlum.runtime.cpu_has_amx", lambda: False)
-    assert fast_dtype(cpu) == torch.float32  # emulated bf16 is slower than fp32 without AMX
-    monkeypatch.setattr("dlum.runtime.cpu_has_amx", lambda: True)
-    assert fast_dtype(cpu) == torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_bf16_kind", lambda: "")
+    assert fast_dtype(cpu) == torch.float32  # emulated bf16 is slower than fp32 (AVX2 only)
+    for kind in ("AMX", "AVX512-BF16"):
+        monkeypatch.setattr(runtime, "cpu_bf16_kind", lambda kind=kind: kind)
+        assert fast_dtype(cpu) == torch.bfloat16
+        assert describe_device(cpu).endswith(f", {kind})")
+
+
+def test_native_bf16_probe_agrees_with_cpuinfo(monkeypatch):
+    flags = runtime._cpu_flags()
+    if flags:  # Linux: torch's probe and the kernel's flags must say the same
+        assert runtime.cpu_has_avx512_bf16() == ("avx512_bf16" in flags)
+        assert runtime.cpu_has_amx() == ("amx_bf16" in flags)
+    # Without torch's probe the flags decide.
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert runtime._torch_cpu_probe("_is_avx512_bf16_supported", "avx512_bf16")
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2"})
+    assert not runtime._torch_cpu_probe("_is_avx512_bf16_supported", "avx512_bf16")
 
 
 def test_autocast_runs_bf16_and_fp32_is_plain():

@@ -53,6 +53,7 @@ __all__ = [
     "get_predictor",
     "load_example",
     "load_predictor",
+    "dashboard_precision",
     "missing_checkpoint_message",
     "modality_name",
     "model_facts",
@@ -70,6 +71,10 @@ DATA_ENV = "DLUM_DATA_DIR"
 #: ``DLUM_COMPILE=1`` makes the dashboard ``torch.compile`` its model in a background thread
 #: (see ``Predictor.compile_pair_path``; off by default: no gain measured on the project's CPU).
 COMPILE_ENV = "DLUM_COMPILE"
+#: ``DLUM_PRECISION`` = ``auto`` (default: bf16 on GPUs and CPUs with native bf16, else fp32),
+#: ``fp32`` (reproduces ``predictions.csv`` to ~1e-6) or ``bf16``: the precision of probabilities.
+PRECISION_ENV = "DLUM_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16")
 #: The shipped checkpoint, relative to the repository root.
 DEFAULT_CHECKPOINT = Path("checkpoints", "dlum-public-v1")
 
@@ -123,7 +128,7 @@ def load_predictor(path: str, stamp: float = 0.0) -> Predictor:
 
     from dlum.inference import Predictor
 
-    predictor = Predictor(path, device="auto", precision="auto")
+    predictor = Predictor(path, device="auto", precision=dashboard_precision())
     # Warm up once here, while the spinner says the model is loading: the first pass through
     # the network picks its kernels (seconds on a CPU), and grad-cam is a heavy import.
     size = predictor.input_size
@@ -134,6 +139,15 @@ def load_predictor(path: str, stamp: float = 0.0) -> Predictor:
         predictor.compile_in_background()  # opt-in: no gain measured on a 2-core AVX2 CPU
     log.info("loaded %s on %s", path, predictor.device_name)
     return predictor
+
+
+def dashboard_precision() -> str:
+    """``$DLUM_PRECISION`` when it is one of :data:`PRECISIONS`, else ``"auto"`` (with a warning)."""
+    value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        log.warning("%s=%r is not one of %s; using auto", PRECISION_ENV, value, ", ".join(PRECISIONS))
+        return "auto"
+    return value
 
 
 def get_predictor() -> Predictor | None:

@@ -23,3 +23,26 @@ def test_dashboard_compiles_in_the_background_when_asked(app_checkpoint, monkeyp
         res.load_predictor.clear()
     assert isinstance(predictor, Predictor)
     assert started == ([predictor] if expected else [])
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "auto"), ("fp32", "fp32"), (" BF16 ", "bf16"),
+                                               ("double", "auto")])
+def test_dashboard_precision_from_the_environment(monkeypatch, setting, expected):
+    if setting is None:
+        monkeypatch.delenv(res.PRECISION_ENV, raising=False)
+    else:
+        monkeypatch.setenv(res.PRECISION_ENV, setting)
+    assert res.dashboard_precision() == expected
+
+
+def test_dashboard_loads_the_model_in_the_precision_asked(app_checkpoint, monkeypatch):
+    import torch
+
+    monkeypatch.setenv(res.PRECISION_ENV, "fp32")
+    res.load_predictor.clear()
+    try:
+        predictor = res.load_predictor(str(app_checkpoint), 0.0)
+    finally:
+        res.load_predictor.clear()
+    assert predictor.dtype == torch.float32
+    assert "probabilities in float32" in res.device_summary(predictor)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import benchmarks._common
-from benchmarks import bench_inference, bench_stats, bench_training
+from benchmarks import bench_inference, bench_precision, bench_stats, bench_training
 from dlum.checkpoint import save_checkpoint
 from dlum.networks import DLUM
 
@@ -87,3 +87,29 @@ def test_train_step_learns(small_checkpoint):
     for _ in range(5):
         last = train_step(model, "dlum", criterion, optimizer, us, mg, y, **kw).total.item()
     assert last < first
+
+
+@pytest.mark.slow
+def test_precision_benchmark_compares_bf16_with_fp32(results, small_checkpoint, tmp_path):
+    from dlum.data.synthetic import make_phantom_cohort
+
+    table = make_phantom_cohort(tmp_path / "cohort", n=30, seed=2, size=64)
+    assert bench_precision.main(["--checkpoint", str(small_checkpoint), "--cohort", str(table),
+                                 "--precision", "bf16", "--batch-size", "4"]) == 0
+    agree, speed = _load(results, "precision")["rows"]
+    assert agree["reference"] == "computed here"  # the small checkpoint ships no predictions.csv
+    assert agree["n"] >= 1 and 0 <= agree["median_abs_diff"] <= agree["max_abs_diff"] < 0.05
+    assert 0 <= agree["decisions_differ"] <= agree["n"] and 0 <= agree["delong_p"] <= 1
+    assert speed["pairs_per_s"] == pytest.approx(agree["n"] / speed["median_s"])
+    assert "readme" not in agree  # only the public cohort's test split reaches the README
+
+
+def test_precision_benchmark_skips_without_a_cohort_or_native_bf16(results, small_checkpoint,
+                                                                   tmp_path, monkeypatch, capsys):
+    missing = ["--checkpoint", str(small_checkpoint), "--cohort", str(tmp_path / "none.csv")]
+    assert bench_precision.main([*missing, "--precision", "bf16"]) == 0
+    assert "no prepared cohort" in capsys.readouterr().out
+    monkeypatch.setattr("dlum.runtime.fast_dtype", lambda device, requested="auto": torch.float32)
+    assert bench_precision.main(missing) == 0
+    assert "bf16 is not the default" in capsys.readouterr().out
+    assert not (results / "precision.json").exists()
