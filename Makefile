@@ -37,7 +37,10 @@ app: install
 test: install-dev chromium
 	$(BIN)/python -m pytest
 
+# The bf16-vs-fp32 agreement benchmark reads the prepared public cohort (skipped without the data).
 benchmarks: install-dev
+	@test -f cache/public/cohort.csv || $(BIN)/python -m dlum prepare --out cache/public --quiet \
+	  || echo "(no public data here: the bf16 agreement benchmark will be skipped)"
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
 
     from dlum.errors import DLUMError
     from dlum.inference import Predictor
-    from dlum.reporting import precision_agreement
+    from dlum.reporting import format_p_value, precision_agreement
     from dlum.runtime import fast_dtype, resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,8 +109,9 @@ def main(argv=None) -> int:
     speed = {"task": f"cohort inference on real crops, bf16, batch {args.batch_size}, {n} pairs",
              "median_s": seconds, "pairs_per_s": n / seconds}
     if args.split == "test" and cohort_path.resolve() == DEFAULT_COHORT.resolve():  # README rows
-        figure = (f"max /Δp/ {a['max_abs_diff']:.3f} (median {a['median_abs_diff']:.4f}); AUC "
-                  f"{a['auc_reference']:.3f} → {a['auc_other']:.3f} (DeLong p {a['delong_p']:.2f}); "
+        p_text = format_p_value(a["delong_p"])
+        figure = (f"P(malignant) differs by ≤ {a['max_abs_diff']:.3f} (median {a['median_abs_diff']:.4f}); "
+                  f"AUC {a['auc_reference']:.3f} → {a['auc_other']:.3f} (paired DeLong p {p_text}); "
                   f"{a['decisions_differ']} of {n} decisions differ at the threshold {a['threshold']:.3f}")
         if a["decisions_differ"]:
             figure += f", all within {a['flipped_max_distance']:.3f} of it"

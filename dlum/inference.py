@@ -75,14 +75,15 @@ class Predictor:
     Args:
         checkpoint: folder with ``model.safetensors`` and ``card.json``.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``.
-        precision: ``"auto"`` (bf16 on GPUs and AMX CPUs, else fp32), ``"fp32"`` or ``"bf16"``.
+        precision: ``"auto"`` (bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32; see
+            :func:`dlum.runtime.fast_dtype`), ``"fp32"`` or ``"bf16"``. CAMs always run in fp32.
         dlu, dlm: optional DL-U / DL-M checkpoint folders for ``p_dlu`` / ``p_dlm`` columns.
         compile: also build a ``torch.compile``'d copy of the model (inductor, weights frozen as
             constants) for one pair at a time; see :meth:`compile_pair_path`.
 
     Weights and inputs are channels_last on every device: oneDNN's and cuDNN's fastest layout for
-    these 3 × 3 convolutions (fp32 on this project's 2-core CPU: 0.58 → 0.51 s per pair, see
-    ``benchmarks/bench_inference.py``).
+    these 3 × 3 convolutions (on this project's 2-core CPU: fp32 0.46 → 0.44 s per pair, bf16
+    0.23 → 0.21 s; ``benchmarks/bench_inference.py``).
 
     >>> p = Predictor("checkpoints/dlum-public-v1")            # doctest: +SKIP
     >>> p.predict_pair(us="us.png", mg="mg.dcm").p_dlum        # doctest: +SKIP
@@ -133,10 +134,11 @@ class Predictor:
         """Compile the pair → probabilities path with ``torch.compile`` (inductor, ``freezing``:
         batch norm folded into the convolutions, weights pre-packed) and warm it up on one pair.
 
-        Opt-in: on this project's 2-core AVX2 CPU it gave no reliable gain over eager channels_last
-        (both ≈ 0.5 s per pair, interleaved runs; ``benchmarks/bench_inference.py``), after a
-        one-off compile of 10–30 s that needs a C++ compiler. Returns False (and keeps the eager
-        path) when compiling fails; predictions agree with eager to ~1e-5.
+        Opt-in: on this project's 2-core CPUs it gained at most ~6% over eager channels_last
+        (AVX2, fp32: none, ≈ 0.5 s per pair; AVX512-BF16, bf16: 0.21 → 0.20 s;
+        ``benchmarks/bench_inference.py``), after a one-off compile of 10–30 s that needs a C++
+        compiler. Returns False (and keeps the eager
+        path) when compiling fails; predictions agree with eager to ~1e-5 in fp32, ~1e-4 in bf16.
         Safe to call from a background thread: ``forward`` uses the compiled path only once built.
         """
         if self._compiled is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "results_markdown",
     "update_readme",
     "precision_agreement",
+    "format_p_value",
 ]
 
 MIN_SENSITIVITY = 0.90
@@ -99,7 +100,8 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _fmt_p(p: float | None) -> str:
+def format_p_value(p: float | None) -> str:
+    """A p-value as the tables show it: "< 0.001", else three decimals; "n/a" when undefined."""
     if p is None or math.isnan(p):
         return "n/a"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
@@ -127,7 +129,7 @@ def results_markdown(card: dict[str, Any]) -> str:
             if m is None:
                 continue
             lo, hi = m["auc_ci"]
-            p = "" if column == "p_dlum" or column.endswith("_head") else _fmt_p(
+            p = "" if column == "p_dlum" or column.endswith("_head") else format_p_value(
                 entry.get(f"delong_p_dlum_vs_{column[2:]}"))
             sens, spec = _fmt(m["sensitivity"]), _fmt(m["specificity"])
             lines.append(

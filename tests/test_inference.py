@@ -65,19 +65,22 @@ def _compiler_present() -> bool:
 
 
 @pytest.mark.skipif(not _compiler_present(), reason="torch.compile (inductor) needs a C++ compiler")
-def test_compiled_pair_path_agrees_with_eager(small_checkpoint, phantom_table):
+# Compiled kernels (batch norm folded into the convolutions) round differently: within fp32's
+# precision in fp32, within bf16's in bf16.
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-5), ("bf16", 2e-3)])
+def test_compiled_pair_path_agrees_with_eager(small_checkpoint, phantom_table, precision, tol):
     cohort = read_cohort(phantom_table)
     row = cohort.iloc[1]
-    eager = Predictor(small_checkpoint, device="cpu")
-    fast = Predictor(small_checkpoint, device="cpu")
+    eager = Predictor(small_checkpoint, device="cpu", precision=precision)
+    fast = Predictor(small_checkpoint, device="cpu", precision=precision)
     assert not fast.compiled and fast.wait_compiled() is False  # nothing started yet
     fast.compile_in_background()
     assert fast.wait_compiled(timeout=300) and fast.compiled
     a = eager.predict_pair(us=row["us_image"], mg=row["mg_image"])
     b = fast.predict_pair(us=row["us_image"], mg=row["mg_image"])
-    assert b.p_dlum == pytest.approx(a.p_dlum, abs=1e-5)
-    assert np.allclose(b.p_us_blocks, a.p_us_blocks, atol=1e-5)
-    assert np.allclose(b.p_mg_blocks, a.p_mg_blocks, atol=1e-5)
+    assert b.p_dlum == pytest.approx(a.p_dlum, abs=tol)
+    assert np.allclose(b.p_us_blocks, a.p_us_blocks, atol=tol)
+    assert np.allclose(b.p_mg_blocks, a.p_mg_blocks, atol=tol)
     # batches and single branches keep to the eager model
     assert fast.predict_pair(us=row["us_image"]).mode == "us-only"
 
