@@ -43,7 +43,8 @@ def load_results(results_dir: Path | None = None, recorded_dir: Path | None = No
 
 
 def machine_text(payload: dict, device: str) -> str:
-    """Where a figure came from: the GPU's name, or the CPU model and its usable cores; torch; date."""
+    """Where a figure came from: the GPU's name, or the CPU model, features and usable cores; torch;
+    date."""
     machine = payload.get("machine", {})
     versions = machine.get("versions", {})
     date = str(machine.get("date", ""))[:10]
@@ -53,7 +54,8 @@ def machine_text(payload: dict, device: str) -> str:
         torch_version = label.get("torch") or versions.get("torch", "?")
     else:
         cores = machine.get("cpu_usable") or machine.get("cpu_count")
-        where = f"{machine.get('cpu_model', 'CPU')}, {cores} cores"
+        features = machine.get("cpu_features")
+        where = f"{machine.get('cpu_model', 'CPU')}{f' ({features})' if features else ''}, {cores} cores"
         torch_version = versions.get("torch", label.get("torch", "?"))
     return f"{where}; torch {torch_version}; {date}"
 

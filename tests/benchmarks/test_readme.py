@@ -34,6 +34,17 @@ def test_table_rows_targets_and_machines():
     assert "no benchmark results yet" in readme.speed_table([])
 
 
+def test_machine_names_the_cpu_features_that_decide_speed():
+    from benchmarks._common import cpu_features
+
+    assert cpu_features({"avx2", "fma"}) == "AVX2"
+    assert cpu_features({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512, AVX512-BF16"
+    assert cpu_features({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) == "AVX-512, AVX512-BF16, AMX"
+    assert cpu_features(set()) == ""
+    payload = {"machine": {**MACHINE, "cpu_features": "AVX2"}}
+    assert readme.machine_text(payload, "cpu") == "Test CPU (AVX2), 2 cores; torch 9.9; 2026-01-02"
+
+
 def test_results_override_recorded_and_bad_files_are_skipped(tmp_path):
     results, recorded = tmp_path / "results", tmp_path / "recorded"
     results.mkdir()
