@@ -199,7 +199,7 @@ def cam_rows(checkpoint: str, device, repeats: int) -> list[dict]:
 def main(argv=None) -> int:
     import torch
 
-    from dlum.runtime import resolve_device
+    from dlum.runtime import fast_dtype, resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v1"))
@@ -217,7 +217,9 @@ def main(argv=None) -> int:
     rows = one_pair_rows(args.checkpoint, device, args.repeats, not args.no_compile, not args.no_bf16)
     rows += batch_rows(args.checkpoint, device, batches, max(2, args.repeats // 2),
                        compile_=gpu and not args.no_compile, precision="auto")
-    if gpu:  # what bf16 buys on the GPU: fp32 at the largest batch (cuDNN convolutions may use TF32)
+    # What bf16 buys: fp32 at the largest batch, wherever bf16 is the default (on a GPU cuDNN's
+    # convolutions may use TF32). Where fp32 is the default, emulated bf16 batches take minutes.
+    if fast_dtype(device) == torch.bfloat16:
         rows += batch_rows(args.checkpoint, device, batches[-1:], max(2, args.repeats // 2),
                            compile_=False, precision="fp32")
     rows += cam_rows(args.checkpoint, device, max(2, args.repeats // 2))

@@ -69,7 +69,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_ENV = "DLUM_CHECKPOINT"
 DATA_ENV = "DLUM_DATA_DIR"
 #: ``DLUM_COMPILE=1`` makes the dashboard ``torch.compile`` its model in a background thread
-#: (see ``Predictor.compile_pair_path``; off by default: ≤ 6% gain measured on the project's CPUs).
+#: (see ``Predictor.compile_pair_path``; off by default: ≤ 9% gain measured on the project's CPUs).
 COMPILE_ENV = "DLUM_COMPILE"
 #: ``DLUM_PRECISION`` = ``auto`` (default: bf16 on GPUs and CPUs with native bf16, else fp32),
 #: ``fp32`` (reproduces ``predictions.csv`` to ~1e-6) or ``bf16``: the precision of probabilities.
@@ -136,7 +136,7 @@ def load_predictor(path: str, stamp: float = 0.0) -> Predictor:
     import pytorch_grad_cam  # noqa: F401
 
     if os.environ.get(COMPILE_ENV, "0") == "1":
-        predictor.compile_in_background()  # opt-in: ≤ 6% gain measured on 2-core CPUs
+        predictor.compile_in_background()  # opt-in: ≤ 9% gain measured on 2-core CPUs
     log.info("loaded %s on %s", path, predictor.device_name)
     return predictor
 
