@@ -449,6 +449,12 @@ def _interval(value: Any) -> list[float] | None:
 MODE_OUTPUT = {"pair": "p_dlum", "us-only": "p_us_head", "mg-only": "p_mg_head"}
 
 
+#: How far bf16 moved the shipped checkpoint's fused P(malignant) from fp32 on the public test
+#: split (at most 0.022, ``python -m benchmarks.bench_precision``), rounded up: a call made in
+#: bf16 closer than this to its threshold is marked as one that fp32 might make otherwise.
+BF16_MARGIN = 0.025
+
+
 def make_decision(prediction: PairPrediction, card: dict[str, Any] | None) -> Decision:
     """Biopsy recommended when P(malignant) >= the operating threshold, else follow-up.
 
@@ -456,6 +462,7 @@ def make_decision(prediction: PairPrediction, card: dict[str, Any] | None) -> De
     sensitivity and specificity. One image alone gives a branch head's output: it is judged at
     that head's own threshold (``operating_point.thresholds_per_model``) with its test figures
     (``test_metrics.all``) when the card has them, else at the fused threshold, marked as such.
+    A bf16 probability within :data:`BF16_MARGIN` of the threshold gets a note.
     """
     card = card or {}
     op = card.get("operating_point") or {}
@@ -483,6 +490,10 @@ def make_decision(prediction: PairPrediction, card: dict[str, Any] | None) -> De
                          "fusion. The threshold and its test-split sensitivity and specificity "
                          "were set for the fused output and do not describe this branch.")
     biopsy = p >= threshold
+    if prediction.precision == "bfloat16" and abs(p - threshold) < BF16_MARGIN:
+        notes.append(f"P was computed in bfloat16 and lies within {BF16_MARGIN} of the threshold; "
+                     "bfloat16 moved P by up to 0.022 from float32 on the public test split, so "
+                     "float32 (DLUM_PRECISION=fp32) might make the other call.")
     return Decision(
         biopsy_recommended=biopsy,
         label="Biopsy recommended" if biopsy else "Follow-up",

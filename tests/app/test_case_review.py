@@ -115,14 +115,14 @@ def test_concordance_badge_refuses_categories_outside_2_to_5():
         cr.concordance_badge(6, 3)
 
 
-def _prediction(p_dlum=0.7, p_us=0.6, p_mg=0.4, mode="pair", threshold=0.5):
+def _prediction(p_dlum=0.7, p_us=0.6, p_mg=0.4, mode="pair", threshold=0.5, precision="float32"):
     from dlum.inference import PairPrediction
 
     return PairPrediction(p_dlum=p_dlum, p_us_head=p_us, p_mg_head=p_mg,
                           p_us_blocks=[0.1, 0.2, 0.3, 0.4, p_us] if p_us is not None else None,
                           p_mg_blocks=[0.5, 0.4, 0.3, 0.2, p_mg] if p_mg is not None else None,
                           mode=mode, threshold=threshold, seconds=0.2, device="CPU",
-                          precision="float32", model_version="m1")
+                          precision=precision, model_version="m1")
 
 
 @pytest.mark.parametrize("p, biopsy", [(0.2, False), (0.4999, False), (0.5, True), (0.93, True)])
@@ -135,6 +135,15 @@ def test_decision_at_the_operating_threshold(p, biopsy):
     assert (decision.sensitivity, decision.specificity) == (0.9, 0.7)
     assert decision.sensitivity_ci == [0.8, 0.95] and decision.specificity_ci is None
     assert decision.figures_apply and not decision.notes
+
+
+@pytest.mark.parametrize("p, precision, marked", [(0.51, "bfloat16", True), (0.48, "bfloat16", True),
+                                                  (0.51, "float32", False), (0.6, "bfloat16", False)])
+def test_a_bf16_call_near_the_threshold_is_marked(p, precision, marked):
+    card = {"operating_point": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.7}}
+    decision = cr.make_decision(_prediction(p_dlum=p, precision=precision), card)
+    assert decision.biopsy_recommended is (p >= 0.5)
+    assert any("bfloat16" in n and "float32" in n for n in decision.notes) is marked
 
 
 def test_decision_with_one_modality_is_marked_and_uses_the_branch_output():
