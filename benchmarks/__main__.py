@@ -2,8 +2,8 @@
 
 Statistics, inference and CAMs, bf16's agreement with fp32 on the public test split (where bf16
 is the default and ``python -m dlum prepare`` has run), the dashboard's first renders, and a
-training step, in about 5–8 minutes on the project's 2-core CPU; ``--skip NAME`` leaves one out (its last result, if
-any, stays in the table). GPU figures come from ``python -m benchmarks.bench_inference --device
+training step, in 4–8 minutes on the project's 2-core CPUs; ``--skip NAME`` leaves one out
+(its last result, if any, stays in the table). GPU figures come from ``python -m benchmarks.bench_inference --device
 cuda`` and ``python -m benchmarks.bench_training --device cuda`` on a GPU machine; copy their
 JSON from ``benchmarks/results/`` into ``benchmarks/recorded/`` to keep them in the table.
 """

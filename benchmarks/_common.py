@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["RESULTS_DIR", "cpu_features", "machine_info", "timeit", "write_results", "format_table", "readme_row",
-           "device_label", "BF16_PEAK_TFLOPS"]
+__all__ = ["RESULTS_DIR", "cpu_features", "machine_info", "timeit", "write_results", "format_table",
+           "readme_row", "device_label", "BF16_PEAK_TFLOPS"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -37,14 +37,9 @@ def cpu_features(flags: Iterable[str] | None = None) -> str:
     unit ("AVX-512", "AVX2") and native bf16 ("AVX512-BF16", "AMX"), e.g. "AVX-512, AVX512-BF16";
     "" where unknown. Machines with one model name can differ here (the project's have)."""
     if flags is None:
-        flags = set()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-        except OSError:
-            pass
+        from dlum.runtime import cpu_flags
+
+        flags = cpu_flags()
     flags = set(flags)
     out = ["AVX-512"] if "avx512f" in flags else ["AVX2"] if "avx2" in flags else []
     out += [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX")) if flag in flags]

@@ -80,9 +80,9 @@ def one_pair_rows(checkpoint: str, device, repeats: int, compile_: bool, bf16: b
     target = TARGET_PAIR_S if kind == "cpu" else None
     default = "bf16" if fast_dtype(device) == torch.bfloat16 else "fp32"
     native = kind == "cuda" or bool(cpu_bf16_kind())
-    precisions = [default] + [p for p in ("fp32", "bf16") if p != default and (p == "fp32" or bf16)]
+    precisions = ["fp32"] + (["bf16"] if bf16 or default == "bf16" else [])  # fp32 first: the reference
     rows, reference = [], None
-    for prec in sorted(precisions, key=lambda p: p != "fp32"):  # fp32 first: the reference
+    for prec in precisions:
         predictor = Predictor(checkpoint, device=device, precision=prec)
         emulated = prec == "bf16" and not native
         layouts = [("channels_last", torch.channels_last)]
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", default=None,
                         help="comma-separated batch sizes (default 16 on CPU, 16,64,128,256 on GPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 one-pair row")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 one-pair rows where bf16 is not the default")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     gpu = device.type == "cuda"

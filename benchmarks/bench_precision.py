@@ -29,21 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_COHORT = REPO / "cache" / "public" / "cohort.csv"
 
 
-def _cohort_and_crops(path: Path):
-    """The validated cohort table and the ``crops.npz`` beside it when it matches (else None)."""
-    from dlum.data.crops import CropSet
-    from dlum.data.manifest import read_cohort
-    from dlum.data.prepare import CROPS_FILE
-
-    cohort = read_cohort(path, check_images=False)
-    beside = path.parent / CROPS_FILE
-    if beside.is_file():
-        crops = CropSet.load(beside)
-        if crops.mismatch(cohort) is None:
-            return cohort, crops
-    return cohort, None
-
-
 def _shipped_reference(checkpoint: Path, frame):
     """The checkpoint's fp32 ``predictions.csv`` when it holds exactly ``frame``'s cases, else None."""
     import pandas as pd
@@ -60,6 +45,8 @@ def _shipped_reference(checkpoint: Path, frame):
 def main(argv=None) -> int:
     import torch
 
+    from dlum.data.manifest import read_cohort
+    from dlum.data.prepare import crops_beside
     from dlum.errors import DLUMError
     from dlum.inference import Predictor
     from dlum.reporting import format_p_value, precision_agreement
@@ -71,7 +58,7 @@ def main(argv=None) -> int:
                         help="cohort table from `python -m dlum prepare` (default cache/public/cohort.csv)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    parser.add_argument("--precision", default="auto",
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16"),
                         help="auto (run only where bf16 is the default) or bf16 (force it)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
@@ -87,7 +74,10 @@ def main(argv=None) -> int:
               f"{cohort_path.parent}` first; skipped")
         return 0
     try:
-        cohort, crops = _cohort_and_crops(cohort_path)
+        cohort = read_cohort(cohort_path, check_images=False)
+        crops, _ = crops_beside(cohort_path, cohort)
+        if crops is None:  # no matching crops.npz: crop the image files, checked first
+            cohort = read_cohort(cohort_path)
         fast = Predictor(checkpoint, device=device, precision="bf16")
         start = time.perf_counter()
         other = fast.predict_cohort(cohort, split=args.split, batch_size=args.batch_size,

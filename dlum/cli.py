@@ -108,8 +108,7 @@ def _cohort_and_crops(args: argparse.Namespace, command: str):
 
     from dlum.data.crops import CropSet
     from dlum.data.manifest import read_cohort
-    from dlum.data.prepare import CROPS_FILE
-    from dlum.errors import InputError
+    from dlum.data.prepare import CROPS_FILE, crops_beside
 
     if args.crops:
         cohort = read_cohort(args.cohort, check_images=False)
@@ -121,12 +120,8 @@ def _cohort_and_crops(args: argparse.Namespace, command: str):
     beside = Path(args.cohort).parent / CROPS_FILE
     if beside.is_file():
         cohort = read_cohort(args.cohort, check_images=False)
-        try:
-            crops = CropSet.load(beside)
-            problem = crops.mismatch(cohort)
-        except InputError as err:
-            problem = err.problem
-        if problem is None:
+        crops, problem = crops_beside(args.cohort, cohort)
+        if crops is not None:
             if not args.quiet:
                 print(f"dlum {command}: using the crops in {beside} (pass --crops to choose "
                       "another file)", file=sys.stderr)

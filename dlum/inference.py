@@ -137,8 +137,8 @@ class Predictor:
         Opt-in: on this project's 2-core CPUs it gained at most ~9% over eager channels_last
         (AVX2, fp32: none, ≈ 0.5 s per pair; AVX512-BF16, bf16: 0.21 → 0.19–0.22 s;
         ``benchmarks/bench_inference.py``), after a one-off compile of 10–30 s that needs a C++
-        compiler. Returns False (and keeps the eager
-        path) when compiling fails; predictions agree with eager to ~1e-5 in fp32, ~1e-4 in bf16.
+        compiler. Returns False (and keeps the eager path) when compiling fails; predictions
+        agree with eager to ~1e-5 in fp32, ~1e-4 in bf16.
         Safe to call from a background thread: ``forward`` uses the compiled path only once built.
         """
         if self._compiled is not None:

@@ -9,6 +9,7 @@ import torch
 
 __all__ = [
     "resolve_device",
+    "cpu_flags",
     "cpu_has_amx",
     "cpu_has_avx512_bf16",
     "cpu_bf16_kind",
@@ -27,7 +28,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
@@ -48,7 +49,7 @@ def _torch_cpu_probe(name: str, flag: str) -> bool:
             return bool(probe())
         except Exception:  # pragma: no cover - depends on the build
             pass
-    return flag in _cpu_flags()
+    return flag in cpu_flags()
 
 
 @lru_cache(maxsize=1)
@@ -77,7 +78,7 @@ def fast_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     (AMX or AVX512-BF16), else fp32.
 
     Measured on the DL-UM pair path (``benchmarks/bench_inference.py``): with AVX512-BF16 (2-core
-    AMD EPYC Zen 4) bf16 is about 2.5× faster than fp32; on AVX2-only CPUs bf16 convolutions are
+    AMD EPYC Zen 4) bf16 is about 2× faster than fp32; on AVX2-only CPUs bf16 convolutions are
     emulated and about 8× slower, so ``"auto"`` keeps fp32 there. ``requested`` may force
     ``"bf16"`` or ``"fp32"``.
     """

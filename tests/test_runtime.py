@@ -22,15 +22,15 @@ def test_precision_policy(monkeypatch):
 
 
 def test_native_bf16_probe_agrees_with_cpuinfo(monkeypatch):
-    flags = runtime._cpu_flags()
+    flags = runtime.cpu_flags()
     if flags:  # Linux: torch's probe and the kernel's flags must say the same
         assert runtime.cpu_has_avx512_bf16() == ("avx512_bf16" in flags)
         assert runtime.cpu_has_amx() == ("amx_bf16" in flags)
     # Without torch's probe the flags decide.
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
-    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert runtime._torch_cpu_probe("_is_avx512_bf16_supported", "avx512_bf16")
-    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2"})
     assert not runtime._torch_cpu_probe("_is_avx512_bf16_supported", "avx512_bf16")
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "CROPS_FILE",
     "LESIONS_FILE",
     "SUMMARY_FILE",
+    "crops_beside",
     "format_summary",
     "prepare",
 ]
@@ -197,6 +198,25 @@ def prepare(
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def crops_beside(table: str | Path, cohort: pd.DataFrame):
+    """The ``crops.npz`` that :func:`prepare` left beside ``table``, if it holds ``cohort``'s crops.
+
+    Returns ``(crops, None)`` when it matches (rows, labels, images, boxes), ``(None, why)`` when
+    it is there but does not match or cannot be read, and ``(None, None)`` when there is none.
+    """
+    from dlum.data.crops import CropSet
+
+    beside = Path(table).parent / CROPS_FILE
+    if not beside.is_file():
+        return None, None
+    try:
+        crops = CropSet.load(beside)
+        problem = crops.mismatch(cohort)
+    except InputError as err:
+        problem = err.problem
+    return (crops, None) if problem is None else (None, problem)
 
 
 def format_summary(summary: dict) -> str:

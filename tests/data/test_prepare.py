@@ -16,7 +16,7 @@ from dlum.data import pairing
 from dlum.data.crops import CropSet
 from dlum.data.io import read_image
 from dlum.data.manifest import case_box, read_cohort
-from dlum.data.prepare import CROPS_FILE, format_summary, prepare
+from dlum.data.prepare import CROPS_FILE, crops_beside, format_summary, prepare
 from dlum.data.roi import crop_roi
 from dlum.errors import InputError
 
@@ -113,3 +113,19 @@ def test_prepare_without_crops_writes_the_same_tables_and_drops_a_stale_file(fak
 def test_prepare_on_a_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="data folder not found"):
         prepare(tmp_path / "nowhere", tmp_path / "out", progress=False)
+
+
+def test_crops_beside_the_table_are_used_only_when_they_match(fake_data, tmp_path):
+    out = tmp_path / "out"
+    prepare(fake_data, out, progress=False)
+    table = out / "cohort.csv"
+    cohort = read_cohort(table)
+    crops, problem = crops_beside(table, cohort)
+    assert problem is None and crops is not None and crops.mismatch(cohort) is None
+    crops, problem = crops_beside(table, cohort.iloc[:-1])  # a table with one row fewer
+    assert crops is None and problem
+    (out / CROPS_FILE).write_bytes(b"not an npz")
+    crops, problem = crops_beside(table, cohort)
+    assert crops is None and problem
+    (out / CROPS_FILE).unlink()
+    assert crops_beside(table, cohort) == (None, None)
