@@ -12,6 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from dlum.app import resources as res
+from dlum.card import card_sections
+from dlum.formatting import flat_rows
 
 ROOT = Path(__file__).resolve().parent
 PAGES = ROOT / "pages"
@@ -69,8 +71,8 @@ CARD_SECTIONS = (
     ("identity", "Model"),
     ("data", "Training data"),
     ("pairing_rule", "Pairing rule"),
-    ("operating_point", "Operating point (test split)"),
-    ("test_metrics", "Test metrics"),
+    ("operating_point", "Operating points"),
+    ("results", "Held-out results"),
     ("training", "Training"),
     ("other", "Other card entries"),
 )
@@ -79,7 +81,7 @@ CARD_SECTIONS = (
 def checkpoint_section() -> None:
     try:
         predictor = res.get_predictor()
-    except Exception as exc:  # CheckpointError: a message, never a traceback
+    except Exception as exc:  # CheckpointError, SettingsError: a message, never a traceback
         res.show_error(exc)
         return
     if predictor is None:
@@ -91,30 +93,31 @@ def checkpoint_section() -> None:
     cols[0].metric("Checkpoint", facts["name"])
     cols[1].metric("Parameters", f"{facts['parameters'] / 1e6:.1f} M",
                    help=f"{facts['parameters']:,} parameters ({facts['arch']})")
-    cols[2].metric("Operating threshold", f"{facts['threshold']:.3f}",
-                   help="P(malignant) at or above this value → biopsy recommended.")
+    threshold = facts["threshold"]
+    cols[2].metric("DL-UM threshold", "none" if threshold is None else f"{threshold:.3f}",
+                   help="Fused P(malignant) at or above this value → biopsy recommended. Each "
+                        "branch head and model has its own threshold (Operating points tab).")
     cols[3].metric("Device", "GPU" if facts["gpu"] else "CPU")
     st.caption(f"Device: {facts['device']}")
 
-    overview = res.card_overview(predictor.card)
-    present = [(key, title) for key, title in CARD_SECTIONS if overview.get(key)]
+    sections = card_sections(predictor.card)
+    present = [(key, title) for key, title in CARD_SECTIONS if sections.get(key)]
     tabs = st.tabs([title for _, title in present] + ["Full card (JSON)"])
     for tab, (key, _) in zip(tabs, present):
-        value = overview[key]
+        value = sections[key]
         with tab:
-            rows = res.test_metrics_table(value) if key == "test_metrics" else None
-            if rows:
-                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                             height=min(36 * (len(rows) + 1) + 4, 640))
-                st.caption("Held-out test split of the checkpoint's cohort; threshold-based "
-                           "figures at each output's own operating threshold.")
+            if key == "results":
+                st.dataframe(pd.DataFrame(value), hide_index=True, width="stretch",
+                             height=min(36 * (len(value) + 1) + 4, 640))
+                st.caption("Held-out splits of the checkpoint's cohort; sensitivity and "
+                           "specificity at each output's own operating threshold.")
             elif isinstance(value, dict):
-                st.dataframe(pd.DataFrame(res.card_table(value)), hide_index=True, width="stretch")
+                st.dataframe(pd.DataFrame(flat_rows(value)), hide_index=True, width="stretch")
             else:
-                st.markdown(res.card_table({"": value})[0]["value"])
+                st.markdown(str(value))
     with tabs[-1]:
-        st.json(predictor.card, expanded=False)
-    if str((predictor.card.get("data") or {}).get("pairing", "")).lower() == "pseudo":
+        st.json(predictor.card.to_dict(), expanded=False)
+    if predictor.card.pseudo_paired:
         st.info("This checkpoint was trained and tested on **pseudo-pairs**: each ultrasound "
                 "lesion is paired with a different woman's mammography lesion of the same "
                 "pathology. Its metrics exercise the software; they are not clinical evidence.",

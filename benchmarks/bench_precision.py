@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     from dlum.data.prepare import crops_beside
     from dlum.errors import DLUMError
     from dlum.inference import Predictor
-    from dlum.reporting import format_p_value, precision_agreement
+    from dlum.formatting import format_p_value
+    from dlum.reporting import precision_agreement
     from dlum.runtime import fast_dtype, resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,7 +90,8 @@ def main(argv=None) -> int:
             source = "computed here"
             reference = Predictor(checkpoint, device=device, precision="fp32").predict_cohort(
                 cohort, split=args.split, batch_size=args.batch_size, progress=False, crops=crops)
-        agreement = precision_agreement(reference, other, fast.threshold)
+        agreement = precision_agreement(reference, other, 0.5 if fast.card.threshold is None
+                                        else fast.card.threshold)
     except DLUMError as exc:
         print(f"bench_precision: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ Prints a table, writes benchmarks/results/training[-cuda].json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,10 +31,12 @@ TRAIN_GFLOP_PER_PAIR = 3 * 78.0
 
 def train_pairs(checkpoint: Path) -> int | None:
     """Training pairs of the cohort the checkpoint was trained on (its card), or None."""
+    from dlum.card import read_card
+    from dlum.errors import DLUMError
+
     try:
-        card = json.loads((checkpoint / "card.json").read_text(encoding="utf-8"))
-        return int(card["training"]["train_rows"])
-    except (OSError, KeyError, TypeError, ValueError):
+        return int(read_card(checkpoint).training["train_rows"])
+    except (DLUMError, KeyError, TypeError, ValueError):
         return None
 
 

@@ -9,51 +9,34 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dlum.card import CARD_FILE, Card, read_card, write_card
 from dlum.errors import CheckpointError
 
 __all__ = ["WEIGHTS", "CARD", "save_checkpoint", "load_checkpoint", "load_state", "read_card", "write_card"]
 
 WEIGHTS = "model.safetensors"
-CARD = "card.json"
-
-
-def write_card(directory: str | Path, card: dict[str, Any]) -> Path:
-    path = Path(directory) / CARD
-    path.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")
-    return path
-
-
-def read_card(directory: str | Path) -> dict[str, Any]:
-    """The checkpoint's card (config, data, metrics, provenance)."""
-    path = Path(directory) / CARD
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no {CARD} (is this a dlum checkpoint folder?)")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(card, dict) or "model" not in card:
-        raise CheckpointError(f"{path}: the card has no 'model' section")
-    return card
+CARD = CARD_FILE
 
 
 def save_checkpoint(
     directory: str | Path,
     model: torch.nn.Module,
-    card: dict[str, Any],
+    card: Card | dict[str, Any],
     *,
     dtype: torch.dtype | None = None,
     weights_name: str = WEIGHTS,
 ) -> Path:
-    """Write the model's state (optionally cast, e.g. fp16 to halve the file) and its card."""
+    """Write the model's state (optionally cast, e.g. fp16 to halve the file) and, for the
+    checkpoint's own weights, its card (validated by :mod:`dlum.card`)."""
     directory = Path(directory)
+    model_config = card.model if isinstance(card, Card) else card["model"]
     directory.mkdir(parents=True, exist_ok=True)
     unique, aliases = dedup_shared(
         {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
          for k, v in model.state_dict().items()},
         originals=model.state_dict(),
     )
-    metadata = {"format": "dlum", "model": json.dumps(card["model"]), "aliases": json.dumps(aliases)}
+    metadata = {"format": "dlum", "model": json.dumps(model_config), "aliases": json.dumps(aliases)}
     save_file(unique, str(directory / weights_name), metadata=metadata)
     if weights_name == WEIGHTS:
         write_card(directory, card)
@@ -103,7 +86,7 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     *,
     weights_name: str = WEIGHTS,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, Card]:
     """Rebuild the network named in the card and load its weights (fp32, eval mode)."""
     from dlum.networks import build_model
 
@@ -116,7 +99,7 @@ def load_checkpoint(
         raise CheckpointError(f"{directory}: no {weights_name}")
     state = load_state(weights)
     try:
-        model = build_model(card["model"])
+        model = build_model(card.model)
     except Exception as exc:
         raise CheckpointError(f"{directory}: cannot build the model the card describes ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

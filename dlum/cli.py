@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dlum.constants import Split
 from dlum.errors import DLUMError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register"]
@@ -133,12 +134,14 @@ def _cohort_and_crops(args: argparse.Namespace, command: str):
 
 # --------------------------------------------------------------------------------------- train
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlum.training import ARCHS, TrainConfig
+    from dlum.constants import Arch, Precision
+    from dlum.training import TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table (ARCHITECTURE schema)")
     _crops_argument(parser)
-    parser.add_argument("--arch", choices=ARCHS, default="dlum", help="dlum (fusion), dlu (US), dlm (MG)")
+    parser.add_argument("--arch", choices=[a.value for a in Arch], default=Arch.DLUM.value,
+                        help="dlum (fusion), dlu (US), dlm (MG)")
     parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint folder to write")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -152,7 +155,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda")
-    parser.add_argument("--precision", default=d.precision, help="auto, bf16 or fp32")
+    parser.add_argument("--precision", default=d.precision, choices=[p.value for p in Precision],
+                        help="auto (bf16 where native), bf16 or fp32")
     parser.add_argument("--fold", type=int, default=None, help="train on the other folds, validate on this one")
     parser.add_argument("--folds", type=int, default=d.folds)
     parser.add_argument("--num-workers", type=int, default=d.num_workers)
@@ -188,7 +192,7 @@ def _train_run(args: argparse.Namespace) -> int:
     card = fit(cohort, crops, args.out, config, resume=not args.no_resume,
                progress=not args.quiet, data_info=data_info)
     if card:
-        t = card["training"]
+        t = card.training
         print(f"kept epoch {t['epoch_kept']} of {t['epochs_run']} (validation loss "
               f"{t['best_val_loss']:.4f}, AUC {t['best_val_auc']:.3f}); wrote {args.out}")
     return 0
@@ -198,23 +202,36 @@ register(Command("train", "train DL-UM, DL-U or DL-M on a cohort table", _train_
 
 
 # ------------------------------------------------------------------------------------ evaluate
+def _precision_argument(parser: argparse.ArgumentParser) -> None:
+    from dlum.constants import Precision
+
+    parser.add_argument("--precision", default=Precision.AUTO.value,
+                        choices=[p.value for p in Precision],
+                        help="auto (bf16 where the CPU or GPU runs it natively, else fp32), fp32 or bf16")
+
+
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="DIR", required=True, help="DL-UM checkpoint folder")
     parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table to predict")
     _crops_argument(parser)
-    parser.add_argument("--out", metavar="CSV", required=True, help="predictions.csv to write")
-    parser.add_argument("--split", default=None, help="only rows of this split (default: every row)")
+    parser.add_argument("--out", metavar="CSV", required=True,
+                        help="predictions table to write (format: README, 'Predictions table')")
+    parser.add_argument("--split", default=None, choices=[s.value for s in Split],
+                        help="only rows of this split (default: every row)")
     parser.add_argument("--dlu", metavar="DIR", default=None, help="DL-U checkpoint (adds p_dlu)")
     parser.add_argument("--dlm", metavar="DIR", default=None, help="DL-M checkpoint (adds p_dlm)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    _precision_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quiet", action="store_true")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     from dlum.inference import Predictor
+    from dlum.predictions import write_predictions
 
+    if args.batch_size < 1:
+        raise DLUMError(f"--batch-size must be at least 1, got {args.batch_size}")
     cohort, crops = _cohort_and_crops(args, "evaluate")
     inexact = 0 if crops is None else sum(int((~crops.exact[m]).sum()) for m in crops.exact)
     if inexact:
@@ -224,7 +241,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
                           dlu=args.dlu, dlm=args.dlm)
     frame = predictor.predict_cohort(cohort, split=args.split, batch_size=args.batch_size,
                                      progress=not args.quiet, crops=crops)
-    frame.to_csv(args.out, index=False, float_format="%.8f")
+    write_predictions(frame, args.out)
     print(f"wrote {len(frame)} predictions to {args.out}")
     return 0
 
@@ -235,23 +252,32 @@ register(Command("evaluate", "predict every row (or one split) of a cohort table
 
 # ------------------------------------------------------------------------------------- predict
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlum.visualize.cam import CAM_METHODS
+    from dlum.constants import CamMethod
 
     parser.add_argument("--checkpoint", metavar="DIR", required=True)
     parser.add_argument("--us", metavar="FILE", default=None, help="ultrasound image (PNG/JPEG/DICOM)")
     parser.add_argument("--mg", metavar="FILE", default=None, help="mammography image (PNG/JPEG/DICOM)")
-    parser.add_argument("--us-roi", metavar="x0,y0,x1,y1", default=None, help="lesion box (default: whole image)")
+    parser.add_argument("--us-roi", metavar="x0,y0,x1,y1", default=None,
+                        help="lesion box in pixels (default: whole image, which needs --whole-image)")
     parser.add_argument("--mg-roi", metavar="x0,y0,x1,y1", default=None)
+    parser.add_argument("--whole-image", action="store_true",
+                        help="confirm that an image given without a box is the lesion; without it "
+                        "a whole-image read gets no biopsy / follow-up call (the model reads lesion "
+                        "patches)")
     parser.add_argument("--cam", metavar="OUTDIR", default=None, help="write CAM overlays (PNG) here")
-    parser.add_argument("--cam-method", default="Grad-CAM", choices=CAM_METHODS)
+    parser.add_argument("--cam-method", default=CamMethod.GRAD_CAM.value,
+                        choices=[m.value for m in CamMethod])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto")
+    _precision_argument(parser)
+    parser.add_argument("--timing", action="store_true",
+                        help="add the seconds taken, the device and the precision to the JSON")
 
 
 def _predict_run(args: argparse.Namespace) -> int:
     import json
 
     from dlum.data.roi import parse_box
+    from dlum.decision import case_result, decide
     from dlum.inference import Predictor
 
     if args.us is None and args.mg is None:
@@ -259,14 +285,20 @@ def _predict_run(args: argparse.Namespace) -> int:
     us_box = parse_box(args.us_roi, "--us-roi") if args.us_roi else None
     mg_box = parse_box(args.mg_roi, "--mg-roi") if args.mg_roi else None
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
-    result = predictor.predict_pair(us=args.us, mg=args.mg, us_box=us_box, mg_box=mg_box)
-    out = {"us": args.us, "mg": args.mg, "us_roi": us_box, "mg_roi": mg_box, **result.to_dict()}
+    prediction = predictor.predict_pair(us=args.us, mg=args.mg, us_box=us_box, mg_box=mg_box)
+    decision = decide(prediction, predictor.card, whole_image_confirmed=args.whole_image)
+    inputs = {"us": args.us, "mg": args.mg, "us_roi": list(us_box) if us_box else None,
+              "mg_roi": list(mg_box) if mg_box else None}
+    out = case_result(prediction, decision, inputs=inputs)
+    if args.timing:
+        out["run"] = {"seconds": round(prediction.seconds, 4), "device": prediction.device,
+                      "precision": prediction.precision}
     if args.cam:
         from dlum.visualize.cam import write_cam_overlays
 
         out["cam_files"] = write_cam_overlays(predictor, args.cam, us=args.us, mg=args.mg,
                                               us_box=us_box, mg_box=mg_box, method=args.cam_method)
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2, allow_nan=False))
     return 0
 
 
@@ -285,27 +317,105 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 def _report_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import pandas as pd
-
-    from dlum.checkpoint import read_card, write_card
-    from dlum.reporting import _nan_to_none, finalise_card, results_markdown, update_readme
+    from dlum.card import read_card, write_card
+    from dlum.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
+    from dlum.reporting import (
+        PREDICT_END,
+        PREDICT_START,
+        finalise_card,
+        predict_example_markdown,
+        results_markdown,
+        update_readme,
+        update_readme_block,
+    )
 
     card = read_card(args.checkpoint)
     if args.held_out:
-        card, test = finalise_card(card, pd.read_csv(args.held_out))
-        test.to_csv(Path(args.checkpoint) / "predictions.csv", index=False, float_format="%.8f")
-        write_card(args.checkpoint, _nan_to_none(card))
-    if "test_metrics" not in card:
-        raise DLUMError(f"{args.checkpoint}: the card has no test metrics (run with --held-out)")
+        card, held = finalise_card(card, read_predictions(args.held_out, fill_absent=False))
+        markdown = results_markdown(card)  # before anything is written: a failure changes nothing
+        write_predictions(held, Path(args.checkpoint) / PREDICTIONS_FILE)
+        write_card(args.checkpoint, card)
     markdown = results_markdown(card)
     if args.readme:
         update_readme(args.readme, markdown)
+        readme_text = Path(args.readme).read_text(encoding="utf-8")
+        if PREDICT_START in readme_text:  # the one-case example, run again with this checkpoint
+            update_readme_block(args.readme, predict_example_markdown(Path(args.readme).parent),
+                                PREDICT_START, PREDICT_END)
     print(markdown)
     return 0
 
 
 register(Command("report", "threshold, test metrics and the README results table of a checkpoint",
                  _report_arguments, _report_run))
+
+
+# ---------------------------------------------------------------------------------------- info
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="DIR", default=None,
+                        help="checkpoint to describe (default: $DLUM_CHECKPOINT, else the shipped one)")
+
+
+def _info_run(args: argparse.Namespace) -> int:
+    from dlum.info import describe
+
+    print(describe(args.checkpoint))
+    return 0
+
+
+register(Command("info", "settings, versions, device and checkpoint of this installation",
+                 _info_arguments, _info_run))
+
+
+# -------------------------------------------------------------------------------- reader-study
+def _reader_study_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--reads", metavar="CSV", help="reads table: case_id, reader, modality "
+                        "(us|mg), session (unaided|aided), call (benign|malignant); optional "
+                        "birads, accepted_ai, requested_explanation")
+    source.add_argument("--demo", action="store_true",
+                        help="the shipped DEMO reads and cohort (synthetic, not study data)")
+    source.add_argument("--published", action="store_true",
+                        help="the article's Tables 2-4 beside their recomputation")
+    parser.add_argument("--cohort", metavar="CSV", default=None, help="cohort of the read cases: "
+                        "case_id, label, us_birads + mg_birads (or subgroup); without it the "
+                        "reads are only checked")
+    parser.add_argument("--rating", choices=("call", "birads"), default="call",
+                        help="agreement on the benign/malignant call (default) or on BI-RADS 2-5")
+    parser.add_argument("--weights", choices=("linear", "quadratic", "unweighted"),
+                        default="linear", help="kappa weights (default linear)")
+    parser.add_argument("--markdown", action="store_true", help="Markdown tables, not plain text")
+
+
+def _reader_study_run(args: argparse.Namespace) -> int:
+    from dlum import readers
+
+    if args.cohort and not args.reads:
+        raise DLUMError("--cohort goes with --reads CSV")
+    if args.published:
+        print(readers.published_report(markdown=args.markdown))
+        return 0
+    if args.demo:
+        joined = readers.load_demo()
+    else:
+        reads = readers.read_reads(args.reads)
+        if not args.cohort:
+            print(f"{args.reads}: {readers.study_summary(reads)}\nTables 2-4 need each case's "
+                  "pathology and subgroup: add --cohort CSV.")
+            return 0
+        joined = readers.join_reads(reads, readers.read_study_cohort(args.cohort))
+    weights = None if args.weights == "unweighted" else args.weights
+    print(readers.study_report(joined, rating=args.rating, weights=weights,
+                               markdown=args.markdown, demo=args.demo))
+    return 0
+
+
+register(Command("reader-study", "Tables 2-4 of a reader study (reads + cohort CSV), the demo "
+                 "or the article's", _reader_study_arguments, _reader_study_run,
+                 description="Reader performance and biopsies without and with AI (Table 2), "
+                 "explanation requests (Table 3) and inter-reader kappa (Table 4) of Xu et al., "
+                 "Breast Cancer Research 2025, for a reads table and its cohort; --demo for the "
+                 "shipped synthetic demo, --published for the article's tables recomputed."))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,8 @@
 """Names and numbers defined once (Xu et al., Breast Cancer Research 2025, "DL-UM")."""
 from __future__ import annotations
 
+from enum import StrEnum
+
 #: The two modalities, in the order the network takes them.
 US = "us"
 MG = "mg"
@@ -32,9 +34,77 @@ PAIRINGS = (SAME_PATIENT, PSEUDO)
 #: ``source`` of generated phantom cases: never mixed with real cases in one table or metric.
 SYNTHETIC_SOURCE = "synthetic-phantom"
 
-#: Splits.
-TRAIN, VALIDATION, TEST = "train", "validation", "test"
-SPLITS = (TRAIN, VALIDATION, TEST)
+
+class Split(StrEnum):
+    """Where a row belongs: development splits of one centre, or ``external`` (a second centre,
+    as the DL-UM paper's external test set)."""
+
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+    EXTERNAL = "external"
+
+
+TRAIN, VALIDATION, TEST, EXTERNAL = Split.TRAIN, Split.VALIDATION, Split.TEST, Split.EXTERNAL
+SPLITS = tuple(Split)
+#: The splits of one development centre (patients split 7:1:2 before pairing).
+DEVELOPMENT_SPLITS = (TRAIN, VALIDATION, TEST)
+#: Splits whose rows no training step ever sees: results are reported on these.
+HELD_OUT_SPLITS = (TEST, EXTERNAL)
+
+
+class Arch(StrEnum):
+    """The three networks of the paper: the fusion and the two single-modality models."""
+
+    DLUM = "dlum"
+    DLU = "dlu"
+    DLM = "dlm"
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The images the network reads, in the order it takes them."""
+        return {"dlum": (US, MG), "dlu": (US,), "dlm": (MG,)}[self.value]
+
+    @property
+    def title(self) -> str:
+        return {"dlum": "DL-UM", "dlu": "DL-U", "dlm": "DL-M"}[self.value]
+
+
+class Mode(StrEnum):
+    """What one prediction read: both images (fused), or one image alone (that branch's head)."""
+
+    PAIR = "pair"
+    US_ONLY = "us-only"
+    MG_ONLY = "mg-only"
+
+    @classmethod
+    def of(cls, has_us: bool, has_mg: bool) -> "Mode":
+        if has_us and has_mg:
+            return cls.PAIR
+        if has_us:
+            return cls.US_ONLY
+        if has_mg:
+            return cls.MG_ONLY
+        raise ValueError("a prediction needs at least one image")
+
+
+class Precision(StrEnum):
+    """Precision of probabilities: ``auto`` picks bf16 where it is native (``dlum.runtime``)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class CamMethod(StrEnum):
+    """Class activation map methods offered (pytorch-grad-cam's names)."""
+
+    GRAD_CAM = "Grad-CAM"
+    GRAD_CAM_PP = "Grad-CAM++"
+    XGRAD_CAM = "XGrad-CAM"
+    HIRES_CAM = "HiResCAM"
+    LAYER_CAM = "LayerCAM"
+    EIGEN_CAM = "Eigen-CAM"
 
 #: Pre-processing: ROI expanded by 30% of its shortest side (15% per side), then 224x224.
 ROI_EXPANSION = 0.30

@@ -16,14 +16,30 @@ class InputError(DLUMError, ValueError):
 
 
 class CohortError(DLUMError, ValueError):
-    """A cohort or predictions table with problems; ``problems`` lists every one of them."""
+    """A cohort, predictions or reads table with problems.
 
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
+    ``problems`` lists every one as text (``records`` as :class:`dlum.tables.Problem` where the
+    reader knew the row, column and value); ``more`` counts problems past the reader's bound
+    that were not listed.
+    """
+
+    def __init__(self, problems: list, source: str | None = None, more: int = 0):
+        self.records = list(problems)
+        self.problems = [str(p) for p in self.records]
         self.source = source
+        self.more = int(more)
         head = f"{source}: " if source else ""
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{head}{len(self.problems)} problem(s) in the table:\n{lines}")
+        total = len(self.problems) + self.more
+        shown = self.problems[:20]
+        lines = "\n".join(f"  - {p}" for p in shown)
+        rest = total - len(shown)
+        tail = f"\n  … and {rest} more" if rest > 0 else ""
+        super().__init__(f"{head}{total} problem(s) in the table:\n{lines}{tail}")
+
+    @property
+    def count(self) -> int:
+        """Every problem found, listed or not."""
+        return len(self.problems) + self.more
 
 
 class CheckpointError(DLUMError, ValueError):

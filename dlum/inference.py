@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dlum.checkpoint import load_checkpoint
-from dlum.constants import DEFAULT_THRESHOLD, MG, US
+from dlum.constants import MG, US, Arch, Mode
 from dlum.data.crops import CropSet, extract_crops
 from dlum.errors import CheckpointError, CohortError, DLUMError, InputError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Predictor", "PairPrediction", "PREDICTION_COLUMNS"]
 
-#: Columns of ``predictions.csv`` (``p_dlu`` / ``p_dlm`` follow when those models are given).
+#: Columns ``predict_cohort`` writes (``p_dlu`` / ``p_dlm`` follow when those models are given);
+#: the table's contract is :mod:`dlum.predictions`.
 PREDICTION_COLUMNS = [
     "case_id", "patient_id", "label", "subgroup", "split", "p_dlum", "p_us_head", "p_mg_head",
 ]
@@ -36,37 +37,39 @@ PREDICTION_COLUMNS = [
 
 @dataclass
 class PairPrediction:
-    """What the model says about one case. ``p_dlum`` is None when only one image was given."""
+    """What the model says about one case: probabilities only. The call (biopsy or follow-up)
+    is :func:`dlum.decision.decide`'s, never this object's.
+
+    ``p_dlum`` is None when only one image was given; ``whole_image`` names the modalities read
+    without a lesion box (the whole image as ROI).
+    """
 
     p_dlum: float | None
     p_us_head: float | None
     p_mg_head: float | None
     p_us_blocks: list[float] | None = None
     p_mg_blocks: list[float] | None = None
-    mode: str = "pair"  # "pair" | "us-only" | "mg-only"
-    threshold: float = DEFAULT_THRESHOLD
+    mode: str = Mode.PAIR.value
+    whole_image: tuple[str, ...] = ()
     seconds: float = 0.0
     device: str = ""
     precision: str = ""
     model_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def probability(self) -> float:
-        """The probability the decision is made on: fused, or the one branch given."""
-        if self.p_dlum is not None:
-            return self.p_dlum
-        return self.p_us_head if self.p_us_head is not None else self.p_mg_head
+    def probabilities(self, digits: int | None = None) -> dict[str, Any]:
+        """The outputs (``p_dlum``, branch heads and their per-block values), rounded when asked."""
+        def r(v):
+            return v if v is None or digits is None else round(float(v), digits)
 
-    @property
-    def biopsy_recommended(self) -> bool:
-        return self.probability >= self.threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["probability"] = self.probability
-        d["decision"] = "biopsy recommended" if self.biopsy_recommended else "follow-up"
-        return d
+        return {
+            "mode": self.mode,
+            "p_dlum": r(self.p_dlum),
+            "p_us_head": r(self.p_us_head),
+            "p_mg_head": r(self.p_mg_head),
+            "p_us_blocks": None if self.p_us_blocks is None else [r(v) for v in self.p_us_blocks],
+            "p_mg_blocks": None if self.p_mg_blocks is None else [r(v) for v in self.p_mg_blocks],
+        }
 
 
 class Predictor:
@@ -101,14 +104,19 @@ class Predictor:
     ):
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(checkpoint, self.device)
-        if self.card.get("arch", "dlum") != "dlum":
-            raise CheckpointError(f"{checkpoint}: expected a DL-UM checkpoint, got {self.card.get('arch')}")
+        if self.card.arch != Arch.DLUM:
+            raise CheckpointError(f"{checkpoint}: expected a DL-UM checkpoint (arch dlum), got "
+                                  f"{self.card.arch.value}; DL-U / DL-M checkpoints go to --dlu / --dlm")
         self.checkpoint = Path(checkpoint)
         self.dtype = fast_dtype(self.device, precision)
         self.baselines: dict[str, tuple[torch.nn.Module, dict]] = {}
         for name, path in (("dlu", dlu), ("dlm", dlm)):
             if path is not None:
-                self.baselines[name] = load_checkpoint(path, self.device)
+                model, card = load_checkpoint(path, self.device)
+                if card.arch.value != name:
+                    raise CheckpointError(f"{path}: --{name} needs a {Arch(name).title} checkpoint, "
+                                          f"this one is {card.arch.title}")
+                self.baselines[name] = (model, card)
         self._prepare(self.model)
         for model, _ in self.baselines.values():
             self._prepare(model)
@@ -179,19 +187,15 @@ class Predictor:
     # -- facts -----------------------------------------------------------------------------
     @property
     def imagenet(self) -> bool:
-        return bool(self.card.get("input", {}).get("imagenet_normalisation", False))
+        return self.card.input.imagenet_normalisation
 
     @property
     def input_size(self) -> int:
-        return int(self.card.get("input", {}).get("size", 224))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.card.get("operating_point", {}).get("threshold", DEFAULT_THRESHOLD))
+        return self.card.input.size
 
     @property
     def version(self) -> str:
-        return str(self.card.get("name", self.checkpoint.name))
+        return self.card.name or self.checkpoint.name
 
     @property
     def device_name(self) -> str:
@@ -244,7 +248,8 @@ class Predictor:
         """Predict one case from image sources (path, bytes, file-like) or decoded arrays.
 
         Either image may be omitted: the prediction is then that branch's block-5 output,
-        marked ``mode = "us-only"`` or ``"mg-only"``.
+        marked ``mode = "us-only"`` or ``"mg-only"``. A modality given without a box (or with a
+        box covering the whole image) is listed in ``whole_image``.
         """
         from dlum.data.io import read_image
 
@@ -252,15 +257,18 @@ class Predictor:
             raise InputError("give at least one image (ultrasound or mammography)")
         t0 = time.perf_counter()
         tensors = {}
+        whole = []
         for modality, source, box in ((US, us, us_box), (MG, mg, mg_box)):
             if source is None:
                 continue
             image = source if isinstance(source, np.ndarray) else read_image(source)
+            if box is None or tuple(box) == (0, 0, image.shape[1], image.shape[0]):
+                whole.append(modality)
             tensors[modality] = self.preprocess(image, box)[None]
         out = self.forward(tensors.get(US), tensors.get(MG))
         us_blocks = out.get("us_blocks")
         mg_blocks = out.get("mg_blocks")
-        mode = "pair" if len(tensors) == 2 else f"{next(iter(tensors))}-only"
+        mode = Mode.of(US in tensors, MG in tensors).value
         return PairPrediction(
             p_dlum=float(out["p_dlum"][0]) if "p_dlum" in out else None,
             p_us_head=float(us_blocks[0, -1]) if us_blocks is not None else None,
@@ -268,7 +276,7 @@ class Predictor:
             p_us_blocks=us_blocks[0].tolist() if us_blocks is not None else None,
             p_mg_blocks=mg_blocks[0].tolist() if mg_blocks is not None else None,
             mode=mode,
-            threshold=self.threshold,
+            whole_image=tuple(whole),
             seconds=time.perf_counter() - t0,
             device=self.device_name,
             precision=str(self.dtype).replace("torch.", ""),
@@ -321,6 +329,11 @@ class Predictor:
             }
             chunks.append(self.forward(batch[US], batch[MG]))
         out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        for key, values in out.items():
+            bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+            if bad.any():
+                raise DLUMError(f"the model gave a non-finite probability ({key}) for "
+                                f"{int(bad.sum())} case(s): are the weights damaged?")
         frame = pd.DataFrame({
             "case_id": cohort["case_id"].astype(str),
             "patient_id": cohort["patient_id"].astype(str),

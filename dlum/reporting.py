@@ -8,36 +8,39 @@ DL-UM against DL-U and DL-M.
 """
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dlum.constants import ALL, SUBGROUPS, TEST, VALIDATION
+from dlum.card import Card, Estimate, OperatingPoint, OutputMetrics, SubgroupMetrics
+from dlum.constants import ALL, HELD_OUT_SPLITS, SUBGROUPS, VALIDATION
+from dlum.errors import DLUMError
+from dlum.formatting import format_number, format_p_value
+from dlum.predictions import MIN_SENSITIVITY, MODEL_NAMES, model_columns, model_name
 from dlum.stats import binary_metrics, delong_test, roc_auc_ci, threshold_for_sensitivity
 
 __all__ = [
     "MIN_SENSITIVITY",
-    "MODEL_COLUMNS",
     "choose_threshold",
     "assemble_predictions",
-    "test_metrics",
+    "subgroup_metrics",
+    "held_out_metrics",
     "results_markdown",
     "update_readme",
+    "update_readme_block",
+    "predict_example_markdown",
+    "finalise_card",
     "precision_agreement",
-    "format_p_value",
 ]
 
-MIN_SENSITIVITY = 0.90
-#: predictions.csv column → model name shown to users.
-MODEL_COLUMNS = {"p_dlum": "DL-UM", "p_dlu": "DL-U", "p_dlm": "DL-M",
-                 "p_us_head": "DL-UM US branch", "p_mg_head": "DL-UM MG branch"}
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
+
+#: How the README names each held-out split.
+SPLIT_TITLES = {"test": "Test split", "external": "External split (a second centre)"}
 
 
 def choose_threshold(y_true, scores, min_sensitivity: float = MIN_SENSITIVITY) -> float:
@@ -61,130 +64,135 @@ def _subsets(predictions: pd.DataFrame):
         yield name, rows
 
 
-def test_metrics(predictions: pd.DataFrame, threshold: float | dict[str, float]) -> dict[str, Any]:
-    """Metrics of every model column per subgroup (all / concordant / discordant).
+def _estimate(value, low=None, high=None) -> Estimate:
+    value = None if value is None or not np.isfinite(value) else float(value)
+    ci = (float(low), float(high)) if value is not None and np.isfinite([low, high]).all() else None
+    return Estimate(value, ci)
 
-    ``threshold`` is one value, or one per column (each model at its own operating point).
-    """
-    models = [c for c in MODEL_COLUMNS if c in predictions]
-    thresholds = threshold if isinstance(threshold, dict) else {c: threshold for c in models}
-    result: dict[str, Any] = {}
+
+def subgroup_metrics(predictions: pd.DataFrame, thresholds: dict[str, float]
+                     ) -> dict[str, SubgroupMetrics]:
+    """Metrics of every model column per subgroup (all / concordant / discordant), each model at
+    its own threshold: AUC with DeLong CI, sensitivity and specificity with Wilson CIs, DeLong
+    p of DL-UM against every other model (Xu et al. 2025)."""
+    models = list(model_columns(predictions).values())
+    result: dict[str, SubgroupMetrics] = {}
     for name, rows in _subsets(predictions):
         y = rows["label"].to_numpy().astype(int)
-        entry: dict[str, Any] = {"n": int(len(rows)), "malignant": int(y.sum()),
-                                 "benign": int(len(y) - y.sum())}
+        outputs: dict[str, OutputMetrics] = {}
+        delong: dict[str, float | None] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for column in models:
-                if len(rows) == 0:
-                    continue
+            for column in models if len(rows) else ():
                 auc = roc_auc_ci(y, rows[column])
                 calls = (rows[column].to_numpy() >= thresholds[column]).astype(int)
                 bm = binary_metrics(y, calls)
-                entry[column] = {
-                    "auc": auc.auc, "auc_ci": [auc.ci_low, auc.ci_high],
-                    "sensitivity": bm.sensitivity.estimate,
-                    "sensitivity_ci": [bm.sensitivity.ci_low, bm.sensitivity.ci_high],
-                    "specificity": bm.specificity.estimate,
-                    "specificity_ci": [bm.specificity.ci_low, bm.specificity.ci_high],
-                }
-            for other in ("p_dlu", "p_dlm"):
-                if other in rows and len(rows):
-                    test = delong_test(y, rows["p_dlum"], rows[other])
-                    entry[f"delong_p_dlum_vs_{other[2:]}"] = test.p_value
-        result[name] = entry
+                outputs[column] = OutputMetrics(
+                    _estimate(auc.auc, auc.ci_low, auc.ci_high),
+                    _estimate(bm.sensitivity.estimate, bm.sensitivity.ci_low, bm.sensitivity.ci_high),
+                    _estimate(bm.specificity.estimate, bm.specificity.ci_low, bm.specificity.ci_high))
+            if "p_dlum" in rows and len(rows):
+                for other in models:
+                    if other in ("p_dlum", "p_us_head", "p_mg_head"):
+                        continue
+                    p = delong_test(y, rows["p_dlum"], rows[other]).p_value
+                    delong[other] = float(p) if np.isfinite(p) else None
+        result[name] = SubgroupMetrics(int(len(rows)), int(y.sum()), int(len(y) - y.sum()),
+                                       outputs, delong)
     return result
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+def held_out_metrics(predictions: pd.DataFrame, thresholds: dict[str, float]
+                     ) -> dict[str, dict[str, SubgroupMetrics]]:
+    """:func:`subgroup_metrics` for each held-out split present (``test``, ``external``)."""
+    return {split: subgroup_metrics(predictions[predictions["split"] == split].reset_index(drop=True),
+                                    thresholds)
+            for split in HELD_OUT_SPLITS if (predictions["split"] == split).any()}
 
 
-def format_p_value(p: float | None) -> str:
-    """A p-value as the tables show it: "< 0.001", else three decimals; "n/a" when undefined."""
-    if p is None or math.isnan(p):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def results_markdown(card: dict[str, Any]) -> str:
-    """The README results table, from a checkpoint card's ``test_metrics``."""
-    metrics = card["test_metrics"]
-    op = card.get("operating_point", {})
-    threshold = op.get("threshold", float("nan"))
-    lines = [
-        f"Test split of the pseudo-paired public cohort, checkpoint `{card.get('name', '')}`; "
-        f"each model at its own threshold chosen on the validation split (highest with "
-        f"sensitivity ≥ {op.get('min_sensitivity', MIN_SENSITIVITY):.2f}; DL-UM: {threshold:.3f}).",
-        "",
-        "| subgroup (n: malignant/benign) | model | AUC [95% CI] | sensitivity | specificity "
-        "| DeLong p vs DL-UM |",
-        "|---|---|---|---|---|---|",
-    ]
-    for subgroup in SUBGROUPS:
-        entry = metrics.get(subgroup, {})
-        label = f"{subgroup} ({entry.get('malignant', 0)}/{entry.get('benign', 0)})"
-        for column in ("p_dlum", "p_dlu", "p_dlm", "p_us_head", "p_mg_head"):
-            m = entry.get(column)
-            if m is None:
+def results_markdown(card: Card) -> str:
+    """The README results tables, one section per held-out split, from a card's metrics."""
+    if not card.metrics:
+        raise DLUMError(f"the card of {card.name or 'this checkpoint'} has no held-out metrics "
+                        "(run python -m dlum report --held-out)")
+    op = card.operating_point
+    cohort = "pseudo-paired public cohort" if card.pseudo_paired else "cohort"
+    rule = (f"highest with validation sensitivity ≥ {op.min_sensitivity:.2f}"
+            if op is not None and op.min_sensitivity is not None else "from the card")
+    fused = format_number(card.threshold)
+    sections = []
+    for split, groups in card.metrics.items():
+        lines = [
+            f"**{SPLIT_TITLES.get(split, split)}** of the {cohort}, checkpoint `{card.name}`; each "
+            f"model at its own threshold chosen on the validation split ({rule}; DL-UM: {fused}).",
+            "",
+            "| subgroup (n: malignant/benign) | model | AUC [95% CI] | sensitivity | specificity "
+            "| DeLong p vs DL-UM |",
+            "|---|---|---|---|---|---|",
+        ]
+        for subgroup in SUBGROUPS:
+            entry = groups.get(subgroup)
+            if entry is None:
                 continue
-            lo, hi = m["auc_ci"]
-            p = "" if column == "p_dlum" or column.endswith("_head") else format_p_value(
-                entry.get(f"delong_p_dlum_vs_{column[2:]}"))
-            sens, spec = _fmt(m["sensitivity"]), _fmt(m["specificity"])
-            lines.append(
-                f"| {label} | {MODEL_COLUMNS[column]} | {_fmt(m['auc'])} [{_fmt(lo)}, {_fmt(hi)}] "
-                f"| {sens} | {spec} | {p} |"
-            )
-            label = ""
-    return "\n".join(lines)
+            label = f"{subgroup} ({entry.malignant}/{entry.benign})"
+            ordered = [c for c in MODEL_NAMES if c in entry.outputs]
+            ordered += [c for c in entry.outputs if c not in MODEL_NAMES]
+            for column in ordered:
+                m = entry.outputs[column]
+                lo, hi = m.auc.ci or (None, None)
+                p = format_p_value(entry.delong_p.get(column)) if column in entry.delong_p else ""
+                lines.append(
+                    f"| {label} | {model_name(column)} | {format_number(m.auc.value)} "
+                    f"[{format_number(lo)}, {format_number(hi)}] | "
+                    f"{format_number(m.sensitivity.value)} | {format_number(m.specificity.value)} "
+                    f"| {p} |")
+                label = ""
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
 def update_readme(readme: str | Path, markdown: str) -> bool:
-    """Replace the text between the results markers of ``readme``; True when it changed."""
-    path = Path(readme)
-    text = path.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{path}: no {README_START} … {README_END} markers")
-    new = pattern.sub(lambda _: f"{README_START}\n{markdown}\n{README_END}", text)
-    if new != text:
-        path.write_text(new)
-    return new != text
+    """Replace the results table between the results markers of ``readme``; True when it changed."""
+    return update_readme_block(readme, markdown, README_START, README_END)
 
 
-def finalise_card(card: dict[str, Any], held_out: pd.DataFrame,
-                  min_sensitivity: float = MIN_SENSITIVITY) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Add the validation-chosen operating point and test metrics to a DL-UM card.
+def finalise_card(card: Card, held_out: pd.DataFrame,
+                  min_sensitivity: float = MIN_SENSITIVITY) -> tuple[Card, pd.DataFrame]:
+    """Add the validation-chosen operating points and held-out metrics to a DL-UM card.
 
-    ``held_out`` holds validation and test rows with ``p_dlum`` (and ``p_dlu``/``p_dlm`` when
-    available). Returns the card and the test-split ``predictions.csv`` frame.
+    ``held_out`` is a predictions table (:mod:`dlum.predictions`) with validation rows and test
+    and/or external rows. Each model's threshold is the highest with validation sensitivity
+    >= ``min_sensitivity`` — never chosen on a held-out split. Returns the card and the
+    held-out rows for ``predictions.csv``.
+
+    Raises:
+        DLUMError: no ``split`` column, no validation rows with both classes, or no held-out rows
+            (nothing is written then).
     """
+    if "split" not in held_out.columns:
+        raise DLUMError("the held-out predictions have no 'split' column (validation / test / "
+                        "external)")
     val = held_out[held_out["split"] == VALIDATION]
-    test = held_out[held_out["split"] == TEST].reset_index(drop=True)
-    thresholds = {c: choose_threshold(val["label"], val[c], min_sensitivity)
-                  for c in MODEL_COLUMNS if c in held_out}
-    threshold = thresholds["p_dlum"]
-    metrics = test_metrics(test, thresholds)
-    val_calls = (val["p_dlum"].to_numpy() >= threshold).astype(int)
+    if val["label"].nunique() != 2:
+        raise DLUMError(f"the held-out predictions need validation rows with both benign and "
+                        f"malignant cases to choose thresholds; found {len(val)} validation rows "
+                        f"({int(val['label'].sum())} malignant)")
+    held = held_out[held_out["split"].isin(HELD_OUT_SPLITS)].reset_index(drop=True)
+    if held.empty:
+        raise DLUMError("the held-out predictions have no test or external rows to report on")
+    columns = list(model_columns(held_out).values())
+    thresholds = {c: choose_threshold(val["label"], val[c], min_sensitivity) for c in columns}
+    val_calls = (val["p_dlum"].to_numpy() >= thresholds["p_dlum"]).astype(int)
     val_bm = binary_metrics(val["label"].to_numpy().astype(int), val_calls)
-    card = dict(card)
-    card["operating_point"] = {
-        "threshold": threshold,
-        "chosen_on": VALIDATION,
-        "rule": f"highest threshold with validation sensitivity >= {min_sensitivity:.2f}",
-        "min_sensitivity": min_sensitivity,
-        "validation_sensitivity": val_bm.sensitivity.estimate,
-        "validation_specificity": val_bm.specificity.estimate,
-        "sensitivity": metrics[ALL]["p_dlum"]["sensitivity"],
-        "specificity": metrics[ALL]["p_dlum"]["specificity"],
-        "sensitivity_ci": metrics[ALL]["p_dlum"]["sensitivity_ci"],
-        "specificity_ci": metrics[ALL]["p_dlum"]["specificity_ci"],
-        "measured_on": TEST,
-        "thresholds_per_model": thresholds,
-    }
-    card["test_metrics"] = metrics
-    return card, test
+    op = OperatingPoint(
+        thresholds=thresholds,
+        chosen_on=VALIDATION,
+        rule=f"highest threshold with validation sensitivity >= {min_sensitivity:.2f}",
+        min_sensitivity=min_sensitivity,
+        validation_sensitivity=val_bm.sensitivity.estimate,
+        validation_specificity=val_bm.specificity.estimate,
+    )
+    return card.with_results(op, held_out_metrics(held, thresholds)), held
 
 
 def precision_agreement(reference: pd.DataFrame, other: pd.DataFrame, threshold: float,
@@ -228,13 +236,52 @@ def precision_agreement(reference: pd.DataFrame, other: pd.DataFrame, threshold:
     }
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+#: The README's one-case example: the shipped phantom pair (``examples/``) through ``predict``.
+PREDICT_START = "<!-- predict:start -->"
+PREDICT_END = "<!-- predict:end -->"
+PREDICT_EXAMPLE = [
+    "predict", "--checkpoint", "checkpoints/dlum-public-v1", "--precision", "fp32",
+    "--us", "examples/phantom-12-us.png", "--us-roi", "98,45,192,179",
+    "--mg", "examples/phantom-12-mg.png", "--mg-roi", "49,88,141,186",
+]
+
+
+def predict_example_markdown(root: str | Path) -> str:
+    """The README's ``predict`` example: the command and the JSON it prints, produced by running
+    that very command (``dlum.cli.main``) from the repository root ``root``."""
+    import contextlib
+    import io
+    import os
+
+    from dlum.cli import main
+
+    out = io.StringIO()
+    previous = os.getcwd()
+    try:
+        os.chdir(root)
+        with contextlib.redirect_stdout(out):
+            status = main(PREDICT_EXAMPLE)
+    finally:
+        os.chdir(previous)
+    if status != 0:
+        raise DLUMError(f"the README's predict example failed (exit {status})")
+    args = PREDICT_EXAMPLE
+    command = ("python -m dlum " + " ".join(args[:5]) + " \\\n    " + " ".join(args[5:9])
+               + " \\\n    " + " ".join(args[9:]))
+    return f"```bash\n{command}\n```\n\n```json\n{out.getvalue().strip()}\n```"
+
+
+def update_readme_block(readme: str | Path, markdown: str, start: str, end: str) -> bool:
+    """Replace the text between ``start`` and ``end`` in ``readme``; True when it changed."""
+    path = Path(readme)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DLUMError(f"{path}: cannot be read ({exc})") from None
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise DLUMError(f"{path}: no {start} … {end} markers to put the text between")
+    new = pattern.sub(lambda _: f"{start}\n{markdown}\n{end}", text)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text

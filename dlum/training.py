@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,17 +28,22 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from dlum.card import Card
 from dlum.checkpoint import dedup_shared, load_checkpoint, load_state, save_checkpoint
-from dlum.constants import MG, TRAIN, US, VALIDATION
+from dlum.constants import MG, TRAIN, US, VALIDATION, Arch, Precision
 from dlum.data.crops import CropSet
 from dlum.data.transforms import to_network_input
 from dlum.errors import CheckpointError, DLUMError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
+from dlum.settings import distributed
 
-__all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "train_step", "loss_and_optimizer",
-           "assign_folds", "ARCHS"]
+__all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "train_step", "train_one_epoch",
+           "validate", "build_card", "loss_and_optimizer", "assign_folds", "ARCHS"]
 
-ARCHS = ("dlum", "dlu", "dlm")
+#: The ``--arch`` choices as plain strings (kept for callers that predate :class:`Arch`).
+ARCHS = tuple(a.value for a in Arch)
+#: Other spellings of a precision that :func:`dlum.runtime.fast_dtype` understands.
+_PRECISION_ALIASES = {"float32": Precision.FP32, "bfloat16": Precision.BF16}
 
 
 @dataclass
@@ -77,8 +82,25 @@ class TrainConfig:
     input_size: int = 224  # the paper's; smaller only for quick tests
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise DLUMError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        try:
+            self.arch = Arch(self.arch).value
+        except ValueError:
+            raise DLUMError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}") from None
+        try:
+            Precision(_PRECISION_ALIASES.get(self.precision, self.precision))
+        except ValueError:
+            raise DLUMError(f"unknown --precision {self.precision!r}; choose one of "
+                            f"{', '.join(p.value for p in Precision)}") from None
+        if self.epochs < 1:
+            raise DLUMError(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise DLUMError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise DLUMError(f"--lr must be a finite number above 0 (got {self.lr})")
+        if self.folds < 2:
+            raise DLUMError(f"--folds must be at least 2 (got {self.folds})")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise DLUMError(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
         self.supervision_weights = tuple(float(w) for w in self.supervision_weights)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,8 +205,6 @@ def _select_rows(cohort: pd.DataFrame, config: TrainConfig) -> tuple[np.ndarray,
     if config.fold is not None:
         pool = cohort.index[cohort["split"].isin([TRAIN, VALIDATION])].to_numpy()
         folds = assign_folds(cohort.loc[pool].reset_index(drop=True), config.folds, config.seed)
-        if not 0 <= config.fold < config.folds:
-            raise DLUMError(f"--fold must be in 0..{config.folds - 1}")
         return pool[folds != config.fold], pool[folds == config.fold]
     train = cohort.index[cohort["split"] == TRAIN].to_numpy()
     val = cohort.index[cohort["split"] == VALIDATION].to_numpy()
@@ -196,15 +216,17 @@ def _select_rows(cohort: pd.DataFrame, config: TrainConfig) -> tuple[np.ndarray,
 def _build(config: TrainConfig) -> torch.nn.Module:
     from dlum.networks import DLUM, SingleBranch
 
-    if config.arch == "dlum":
+    arch = Arch(config.arch)
+    if arch is Arch.DLUM:
         return DLUM(pretrained=config.pretrained, share_backbone=config.share_backbone)
-    return SingleBranch(US if config.arch == "dlu" else MG, pretrained=config.pretrained)
+    (modality,) = arch.modalities
+    return SingleBranch(modality, pretrained=config.pretrained)
 
 
 def _forward(model, arch: str, us: torch.Tensor, mg: torch.Tensor):
-    if arch == "dlum":
+    if arch == Arch.DLUM:
         return model(us, mg)
-    return model(us if arch == "dlu" else mg)
+    return model(us if arch == Arch.DLU else mg)
 
 
 def loss_and_optimizer(model: torch.nn.Module, config: TrainConfig):
@@ -301,17 +323,10 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
-
-
 @torch.no_grad()
 def predict_rows(model, arch, crops: CropSet, rows, *, imagenet, device, dtype, batch_size=32, size=224):
     """Probabilities for cohort rows from their crops (no augmentation): a dict of arrays."""
-    modalities = {"dlum": (US, MG), "dlu": (US,), "dlm": (MG,)}[arch]
-    ds = PairDataset(crops, rows, imagenet=imagenet, modalities=modalities, size=size)
+    ds = PairDataset(crops, rows, imagenet=imagenet, modalities=Arch(arch).modalities, size=size)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
     model.eval()
     out: dict[str, list] = {}
@@ -335,31 +350,82 @@ def _probabilities(output) -> dict[str, np.ndarray]:
     return {"p": torch.sigmoid(output.final.float()).cpu().numpy()}
 
 
-def fit(
-    cohort: pd.DataFrame,
-    crops: CropSet,
-    out_dir: str | Path,
-    config: TrainConfig,
-    *,
-    resume: bool = True,
-    progress: bool = True,
-    data_info: dict | None = None,
-) -> dict[str, Any]:
-    """Train one model; write ``model.safetensors`` (best epoch), ``card.json`` and logs.
+# ------------------------------------------------------------------------------ one training run
+@dataclass
+class _Run:
+    """What :func:`fit` sets up once and every later step reads."""
 
-    Returns the card. ``cohort`` must be the table ``crops`` was built from (same row order).
-    """
-    from dlum.networks.pretrained import uses_imagenet_normalisation
+    config: TrainConfig
+    out_dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype  # autocast precision of training and validation
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    model: torch.nn.Module  # the network itself
+    train_model: torch.nn.Module  # the same, wrapped in DistributedDataParallel when world > 1
+    init_source: str
+    imagenet: bool
+    criterion: Any
+    optimizer: torch.optim.Optimizer
+    train_loader: DataLoader
+    val_loader: DataLoader
 
-    rank, world = _distributed()
+    @property
+    def state_path(self) -> Path:
+        """The resume state, kept only while the run is unfinished."""
+        return self.out_dir / "last_state.safetensors"
+
+    @property
+    def best_path(self) -> Path:
+        """Weights of the best epoch so far (full precision), until they are shipped."""
+        return self.out_dir / "best.safetensors"
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _start_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; joins the process group when ``torchrun`` started several."""
+    rank, world, local_rank = distributed()
     device = resolve_device(config.device)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-    out_dir = Path(out_dir)
+    return rank, world, device
+
+
+def _loaders(crops: CropSet, train_rows: np.ndarray, val_rows: np.ndarray, config: TrainConfig, *,
+             imagenet: bool, device: torch.device, rank: int, world: int) -> tuple[DataLoader, DataLoader]:
+    """Training pairs (augmented, shuffled, split across processes) and validation pairs."""
+    modalities = Arch(config.arch).modalities
+    augment = Augment(config) if config.augment else None
+    train_ds = PairDataset(crops, train_rows, imagenet=imagenet, augment=augment,
+                           modalities=modalities, seed=config.seed + rank, size=config.input_size)
+    val_ds = PairDataset(crops, val_rows, imagenet=imagenet, modalities=modalities,
+                         size=config.input_size)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=config.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(config.seed)
+    loader_kw = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                     persistent_workers=config.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=sampler is None,
+                              sampler=sampler, drop_last=len(train_ds) > config.batch_size,
+                              generator=generator, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=max(32, config.batch_size), shuffle=False, **loader_kw)
+    return train_loader, val_loader
+
+
+def _set_up(cohort: pd.DataFrame, crops: CropSet, out_dir: Path, config: TrainConfig) -> _Run:
+    """Processes and device, seeds, rows, model, loss, optimiser and loaders, in that order (the
+    order fixes what the seeds produce)."""
+    from dlum.networks.pretrained import uses_imagenet_normalisation
+
+    rank, world, device = _start_processes(config)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -378,129 +444,203 @@ def fit(
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    train_loader, val_loader = _loaders(crops, train_rows, val_rows, config, imagenet=imagenet,
+                                        device=device, rank=rank, world=world)
+    return _Run(config, out_dir, rank, world, device, dtype, train_rows, val_rows, model,
+                train_model, init_source, imagenet, criterion, optimizer, train_loader, val_loader)
 
-    modalities = {"dlum": (US, MG), "dlu": (US,), "dlm": (MG,)}[config.arch]
-    augment = Augment(config) if config.augment else None
-    train_ds = PairDataset(crops, train_rows, imagenet=imagenet, augment=augment,
-                           modalities=modalities, seed=config.seed + rank, size=config.input_size)
-    val_ds = PairDataset(crops, val_rows, imagenet=imagenet, modalities=modalities,
-                         size=config.input_size)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=config.seed) if world > 1 else None
-    generator = torch.Generator().manual_seed(config.seed)
-    loader_kw = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                     persistent_workers=config.num_workers > 0)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=sampler is None,
-                              sampler=sampler, drop_last=len(train_ds) > config.batch_size,
-                              generator=generator, **loader_kw)
-    val_loader = DataLoader(val_ds, batch_size=max(32, config.batch_size), shuffle=False, **loader_kw)
 
-    state_path = out_dir / "last_state.safetensors"
-    start_epoch, best = 0, {"epoch": None, "val_loss": math.inf}
-    log: list[dict] = []
-    log_path = out_dir / "log.json"
-    if resume and state_path.is_file():
-        start_epoch, best = _load_state(state_path, model, optimizer)
-        if log_path.is_file():
-            log = json.loads(log_path.read_text())[:start_epoch]
+def _resume(run: _Run, resume: bool) -> tuple[int, dict, list[dict]]:
+    """``(first epoch to run, best epoch so far, log so far)``: from the resume state if asked for
+    and present, else a fresh start."""
+    if not (resume and run.state_path.is_file()):
+        return 0, {"epoch": None, "val_loss": math.inf}, []
+    start_epoch, best = _load_state(run.state_path, run.model, run.optimizer)
+    log_path = run.out_dir / "log.json"
+    log = json.loads(log_path.read_text())[:start_epoch] if log_path.is_file() else []
+    return start_epoch, best, log
 
+
+class EpochTraining(NamedTuple):
+    """One pass over the training loader."""
+
+    loss: float  # mean training loss per pair
+    pairs_per_second: float
+    seconds: float
+
+
+class Validation(NamedTuple):
+    loss: float  # mean validation loss per pair
+    auc: float  # of the model's own output (NaN when the rows hold one class only)
+
+
+def train_one_epoch(model, arch: str, criterion, optimizer, loader: DataLoader, *,
+                    device: torch.device, dtype: torch.dtype, channels_last: bool = True,
+                    epoch: int = 0, max_steps: int | None = None, progress: bool = False,
+                    desc: str | None = None) -> EpochTraining:
+    """One epoch of :func:`train_step` over ``loader`` (at most ``max_steps`` steps when given).
+
+    ``epoch`` reshuffles a :class:`DistributedSampler` as ``set_epoch`` asks.
+    """
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    model.train()
+    t0 = time.perf_counter()
+    running, seen = 0.0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
+    for step, (us, mg, y) in enumerate(bar):
+        if max_steps and step >= max_steps:
+            break
+        parts = train_step(model, arch, criterion, optimizer, us, mg, y,
+                           device=device, dtype=dtype, channels_last=channels_last)
+        running += parts.total.item() * len(y)
+        seen += len(y)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+    seconds = time.perf_counter() - t0
+    return EpochTraining(loss=running / max(seen, 1),
+                         pairs_per_second=seen / seconds if seconds else float("nan"),
+                         seconds=seconds)
+
+
+@torch.no_grad()
+def validate(model, arch: str, criterion, loader: DataLoader, *, device: torch.device,
+             dtype: torch.dtype) -> Validation:
+    """Mean loss and AUC of ``model``'s final output on ``loader`` (no augmentation)."""
+    model.eval()
+    total, n, probs, labels = 0.0, 0, [], []
+    for us, mg, y in loader:
+        us, mg, y = (t.to(device) for t in (us, mg, y))
+        with autocast(device, dtype):
+            output = _forward(model, arch, us, mg)
+        total += criterion(output, y).total.item() * len(y)
+        n += len(y)
+        probs.append(torch.sigmoid(_final_logit(output).float()).cpu().numpy())
+        labels.append(y.cpu().numpy())
+    return Validation(loss=total / max(n, 1), auc=_auc(np.concatenate(labels), np.concatenate(probs)))
+
+
+def _run_epoch(run: _Run, epoch: int, *, progress: bool) -> dict[str, Any]:
+    """Train one epoch, validate it; its line of the log."""
+    config = run.config
+    trained = train_one_epoch(
+        run.train_model, config.arch, run.criterion, run.optimizer, run.train_loader,
+        device=run.device, dtype=run.dtype, channels_last=config.channels_last, epoch=epoch,
+        max_steps=config.max_steps_per_epoch, progress=progress and run.rank == 0,
+        desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
+    )
+    checked = validate(run.model, config.arch, run.criterion, run.val_loader,
+                       device=run.device, dtype=run.dtype)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": trained.loss,
+        "val_loss": checked.loss,
+        "val_auc": checked.auc,
+        "train_seconds": trained.seconds,
+        "pairs_per_second": trained.pairs_per_second,
+    }
+
+
+def _keep_best(run: _Run, log: list[dict], best: dict, *, progress: bool) -> dict:
+    """After an epoch (``log[-1]``): keep its weights if its validation loss is the lowest so far,
+    save the resume state and the log (rank 0); returns the best epoch so far."""
+    entry = log[-1]
+    if run.rank == 0:
+        improved = entry["val_loss"] < best["val_loss"]
+        if improved:
+            best = {"epoch": entry["epoch"], "val_loss": entry["val_loss"], "val_auc": entry["val_auc"]}
+            save_checkpoint(run.out_dir, run.model, {"model": _unwrap(run.model).config()},
+                            weights_name=run.best_path.name)
+        _save_state(run.state_path, run.model, run.optimizer, entry["epoch"], best)
+        _write_log(run.out_dir, log)
+        if progress:
+            tqdm.write(
+                f"{run.config.arch} epoch {entry['epoch']}: train loss {entry['train_loss']:.4f}, "
+                f"val loss {entry['val_loss']:.4f}, val AUC {entry['val_auc']:.3f}"
+                + ("  (best)" if improved else "")
+            )
+    run.barrier()
+    return best
+
+
+def _restore_kept_epoch(run: _Run) -> None:
+    """Load the weights of the kept (best) epoch into the model."""
+    if not run.best_path.is_file():
+        raise CheckpointError(f"{run.out_dir}: no epoch was completed")
+    _unwrap(run.model).load_state_dict(load_state(run.best_path))
+
+
+def build_card(run: _Run, *, log: list[dict], best: dict, seconds: float,
+               data_info: dict | None) -> Card:
+    """The checkpoint card (``card.json``, :mod:`dlum.card`) of a finished run; its operating
+    points and held-out results come later, from ``python -m dlum report --held-out``."""
+    config = run.config
+    return Card.from_dict({
+        "name": run.out_dir.name,
+        "model": _unwrap(run.model).config(),
+        "arch": config.arch,
+        "initialisation": run.init_source,
+        "input": {"size": config.input_size, "imagenet_normalisation": run.imagenet,
+                  "roi_expansion": 0.30, "intensity": "min-max to [0, 1] per crop"},
+        "training": {
+            **config.to_dict(),
+            "epochs_run": len(log),
+            "epoch_kept": best["epoch"],
+            "best_val_loss": best["val_loss"],
+            "best_val_auc": best.get("val_auc"),
+            "train_rows": int(len(run.train_rows)),
+            "validation_rows": int(len(run.val_rows)),
+            "world_size": run.world,
+            "precision": str(run.dtype).replace("torch.", ""),
+            "seconds": seconds,
+        },
+        "hardware": {"device": describe_device(run.device), "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "data": data_info or {},
+        "code_commit": _git_commit(),
+    }, f"{run.out_dir}/card.json")
+
+
+def _ship(run: _Run, card: Card, cohort: pd.DataFrame, crops: CropSet) -> None:
+    """Save the kept epoch in its storage precision with its card, then predict the held-out rows
+    with exactly what was shipped (reloaded as ``python -m dlum evaluate`` will load it); the
+    best-epoch weights and the resume state go."""
+    config = run.config
+    save_checkpoint(run.out_dir, _unwrap(run.model), card, dtype=getattr(torch, config.weights_dtype))
+    run.best_path.unlink()
+    kept, _ = load_checkpoint(run.out_dir, run.device)
+    _write_held_out_predictions(run.out_dir, cohort, crops, kept, config, run.imagenet,
+                                run.train_rows, run.device)
+    run.state_path.unlink(missing_ok=True)  # the resume state is only kept while unfinished
+
+
+def fit(
+    cohort: pd.DataFrame,
+    crops: CropSet,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    data_info: dict | None = None,
+) -> Card | None:
+    """Train one model; write ``model.safetensors`` (best epoch), ``card.json`` and logs.
+
+    Returns the card (None on ranks other than 0). ``cohort`` must be the table ``crops``
+    was built from (same row order).
+    """
+    run = _set_up(cohort, crops, Path(out_dir), config)
+    start_epoch, best, log = _resume(run, resume)
     t_start = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        train_model.train()
-        t0 = time.perf_counter()
-        running, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress or rank != 0, leave=False)
-        for step, (us, mg, y) in enumerate(bar):
-            if config.max_steps_per_epoch and step >= config.max_steps_per_epoch:
-                break
-            parts = train_step(train_model, config.arch, criterion, optimizer, us, mg, y,
-                               device=device, dtype=dtype, channels_last=config.channels_last)
-            running += parts.total.item() * len(y)
-            seen += len(y)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        train_time = time.perf_counter() - t0
-        # validation: mean loss and AUC of the model's own output
-        model.eval()
-        val_loss, val_n, probs, labels = 0.0, 0, [], []
-        with torch.no_grad():
-            for us, mg, y in val_loader:
-                us, mg, y = (t.to(device) for t in (us, mg, y))
-                with autocast(device, dtype):
-                    output = _forward(model, config.arch, us, mg)
-                val_loss += criterion(output, y).total.item() * len(y)
-                val_n += len(y)
-                probs.append(torch.sigmoid(_final_logit(output).float()).cpu().numpy())
-                labels.append(y.cpu().numpy())
-        probs_a, labels_a = np.concatenate(probs), np.concatenate(labels)
-        val_auc = _auc(labels_a, probs_a)
-        entry = {
-            "epoch": epoch + 1,
-            "train_loss": running / max(seen, 1),
-            "val_loss": val_loss / max(val_n, 1),
-            "val_auc": val_auc,
-            "train_seconds": train_time,
-            "pairs_per_second": seen / train_time if train_time else float("nan"),
-        }
-        log.append(entry)
-        if rank == 0:
-            improved = entry["val_loss"] < best["val_loss"]
-            if improved:
-                best = {"epoch": epoch + 1, "val_loss": entry["val_loss"], "val_auc": val_auc}
-                save_checkpoint(out_dir, model, {"model": _unwrap(model).config()},
-                                weights_name="best.safetensors")
-            _save_state(state_path, model, optimizer, epoch + 1, best)
-            _write_log(out_dir, log)
-            if progress:
-                tqdm.write(
-                    f"{config.arch} epoch {epoch + 1}: train loss {entry['train_loss']:.4f}, "
-                    f"val loss {entry['val_loss']:.4f}, val AUC {val_auc:.3f}"
-                    + ("  (best)" if improved else "")
-                )
-        if world > 1:
-            dist.barrier()
-
-    card: dict[str, Any] = {}
-    if rank == 0:
-        best_file = out_dir / "best.safetensors"
-        if not best_file.is_file():
-            raise CheckpointError(f"{out_dir}: no epoch was completed")
-        _unwrap(model).load_state_dict(load_state(best_file))  # the kept epoch
-        card = {
-            "name": out_dir.name,
-            "model": _unwrap(model).config(),
-            "arch": config.arch,
-            "initialisation": init_source,
-            "input": {"size": config.input_size, "imagenet_normalisation": imagenet,
-                      "roi_expansion": 0.30, "intensity": "min-max to [0, 1] per crop"},
-            "training": {
-                **config.to_dict(),
-                "epochs_run": len(log),
-                "epoch_kept": best["epoch"],
-                "best_val_loss": best["val_loss"],
-                "best_val_auc": best.get("val_auc"),
-                "train_rows": int(len(train_rows)),
-                "validation_rows": int(len(val_rows)),
-                "world_size": world,
-                "precision": str(dtype).replace("torch.", ""),
-                "seconds": time.perf_counter() - t_start,
-            },
-            "hardware": {"device": describe_device(device), "torch": torch.__version__,
-                         "python": platform.python_version()},
-            "data": data_info or {},
-            "code_commit": _git_commit(),
-        }
-        # Ship the kept epoch in its storage precision, then predict the held-out rows with
-        # exactly what was shipped (reloaded as `python -m dlum evaluate` will load it).
-        save_checkpoint(out_dir, _unwrap(model), card, dtype=getattr(torch, config.weights_dtype))
-        best_file.unlink()
-        kept, _ = load_checkpoint(out_dir, device)
-        _write_held_out_predictions(out_dir, cohort, crops, kept, config, imagenet, train_rows, device)
-        state_path.unlink(missing_ok=True)  # the resume state is only kept while unfinished
-    if world > 1:
-        dist.barrier()
+        log.append(_run_epoch(run, epoch, progress=progress))
+        best = _keep_best(run, log, best, progress=progress)
+    card: Card | None = None
+    if run.rank == 0:
+        _restore_kept_epoch(run)
+        card = build_card(run, log=log, best=best, seconds=time.perf_counter() - t_start,
+                          data_info=data_info)
+        _ship(run, card, cohort, crops)
+    run.barrier()
     return card
 
 
@@ -515,7 +655,7 @@ def _write_held_out_predictions(out_dir, cohort, crops, model, config, imagenet,
     frame = cohort.iloc[held][["case_id", "patient_id", "label", "split"]].copy()
     if "subgroup" in cohort:
         frame.insert(3, "subgroup", cohort.iloc[held]["subgroup"].to_numpy())
-    if config.arch == "dlum":
+    if config.arch == Arch.DLUM:
         for k, v in probs.items():
             frame[k] = v
     else:

@@ -9,6 +9,7 @@ import streamlit as st
 from dlum.app import case_review as cr
 from dlum.app import resources as res
 from dlum.constants import BIRADS_LEVELS, MAX_PIXELS, MG, MODALITIES, MODALITY_NAMES, N_BLOCKS, US
+from dlum.decision import decide, decision_text
 from dlum.errors import DLUMError
 
 st.set_page_config(page_title="DL-UM · Case Review", page_icon=":material/radiology:",
@@ -55,10 +56,11 @@ example_images: dict = {}
 if source == EXAMPLE:
     catalogue = res.example_catalogue()
     example = st.selectbox("Example case", catalogue, format_func=lambda c: c.title,
-                           key="example", help="Synthetic phantoms always; public pseudo-pairs "
-                           "when the public data folder is present.")
+                           key="example", help="Synthetic phantoms always; public test-split "
+                           "pseudo-pairs when the public data folder is present.")
     if example is not None:
-        st.info(f"**{example.kind.capitalize()}** · pathology: {example.pathology}. "
+        where = f"{example.split} split" if example.split else "in no split (generated)"
+        st.info(f"**{example.kind.capitalize()}** · pathology: {example.pathology} · {where}. "
                 f"{example.description}", icon=":material/info:")
         try:
             example_images = res.load_example(example)
@@ -167,24 +169,50 @@ except DLUMError as exc:
     res.show_error(exc)
     st.stop()
 cached = time.perf_counter() - t0 < 0.5 * prediction.seconds
-decision = cr.make_decision(prediction, predictor.card)
+if prediction.whole_image:
+    names = " and ".join(MODALITY_NAMES[m].lower() for m in prediction.whole_image)
+    st.warning(f"**Outside what the model was trained on: draw the lesion box.** The {names} "
+               "image is read whole; DL-UM was trained on lesion patches (the box plus 30%), and "
+               "a whole image can give a very different probability. Drag a box around the "
+               "lesion above, or confirm below that the whole image is the lesion.",
+               icon=":material/crop_free:")
+whole_key = "whole_confirmed:" + "+".join(str(digests[m]) for m in prediction.whole_image)
+if prediction.whole_image:
+    st.checkbox("The whole image is the lesion: make the call anyway", key=whole_key)
+try:
+    decision = decide(prediction, predictor.card,
+                      whole_image_confirmed=bool(st.session_state.get(whole_key)))
+except DLUMError as exc:
+    res.show_error(exc)
+    st.stop()
 
 with st.container(border=True):
     c = st.columns([1.2, 1, 1, 1.6])
+    fused_threshold = predictor.card.threshold_for("p_dlum")
     if prediction.p_dlum is not None:
         c[0].metric("DL-UM P(malignant)", f"{prediction.p_dlum:.3f}",
-                    help="Fused output of both branches.")
+                    help="Fused output of both branches."
+                         + ("" if fused_threshold is None else
+                            f" Its operating threshold: {fused_threshold:.3f}."))
     else:
         c[0].metric("DL-UM P(malignant)", "—", help="Needs both images.")
     for col, m, p in ((c[1], US, prediction.p_us_head), (c[2], MG, prediction.p_mg_head)):
+        own = predictor.card.threshold_for(f"p_{m}_head")
         col.metric(f"{m.upper()} branch", "—" if p is None else f"{p:.3f}",
                    help=f"{MODALITY_NAMES[m]} branch, block-5 head.")
+        if p is not None:
+            col.caption("threshold " + ("not in the card" if own is None else
+                                        f"{own:.3f} · {'above' if p >= own else 'below'}"))
     with c[3]:
-        st.badge(decision.label, color="red" if decision.biopsy_recommended else "green",
-                 icon=":material/biotech:" if decision.biopsy_recommended else ":material/event:")
-        st.caption(cr.decision_text(decision))
+        if decision.made:
+            st.badge(decision.label, color="red" if decision.biopsy_recommended else "green",
+                     icon=(":material/biotech:" if decision.biopsy_recommended
+                           else ":material/event:"))
+        else:
+            st.badge(decision.label, color="orange", icon=":material/crop_free:")
+        st.caption(decision_text(decision))
 if prediction.mode != "pair":
-    st.info(f"**One image only — {decision.output}.** " + " ".join(decision.notes),
+    st.info(f"**One image only — {decision.output_title}.** " + " ".join(decision.notes),
             icon=":material/looks_one:")
 elif decision.notes:
     st.caption(" ".join(decision.notes))

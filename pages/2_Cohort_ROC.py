@@ -1,18 +1,22 @@
 """Cohort ROC: how DL-UM, DL-U and DL-M separate benign from malignant lesions, by subgroup.
 
-Layout and widgets only; every number comes from dlum.app.cohort (dlum.stats underneath).
+Layout and widgets only; every number comes from dlum.evaluation (dlum.stats underneath).
 """
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dlum.app import cohort, figures
-from dlum.app.demo_reads import synthetic_cohort, synthetic_predictions
+from dlum import evaluation as cohort
+from dlum.app import figures
 from dlum.app.layout import table_with_download
 from dlum.app.resources import REPO_ROOT, checkpoint_dir, show_error
+from dlum.card import read_card
 from dlum.constants import SUBGROUPS, TEST
+from dlum.data.demo_study import synthetic_cohort, synthetic_predictions
 from dlum.errors import DLUMError
+from dlum.predictions import SCHEMA, Threshold, thresholds_for
+from dlum.tables import csv_bytes
 
 st.set_page_config(page_title="Cohort ROC · DL-UM", page_icon=":material/monitoring:", layout="wide")
 
@@ -35,10 +39,10 @@ def auc_table(frame: pd.DataFrame, models: dict) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def subgroup_analysis(frame: pd.DataFrame, models: dict, subgroup: str, threshold: float, bins: int):
+def subgroup_analysis(frame: pd.DataFrame, models: dict, subgroup: str, thresholds: dict, bins: int):
     return (cohort.roc_curves(frame, models, subgroup),
-            cohort.delong_table(frame, models, subgroup, threshold),
-            cohort.operating_point_table(frame, models, subgroup, threshold),
+            cohort.delong_table(frame, models, subgroup, thresholds),
+            cohort.operating_point_table(frame, models, subgroup, thresholds),
             cohort.calibration_tables(frame, models, subgroup, bins))
 
 
@@ -56,14 +60,16 @@ st.caption("ROC curves, AUCs with DeLong 95% CIs, paired DeLong tests and the de
 
 # ------------------------------------------------------------------------------------------ source
 ckpt = checkpoint_dir()
-card = cohort.read_card_json(ckpt)
+card = None
+try:
+    card = read_card(ckpt) if (ckpt / "card.json").is_file() else None
+except DLUMError as exc:
+    show_error(exc, key="card")
 default_path = cohort.checkpoint_predictions_path(ckpt)
 sources = [CHECKPOINT, UPLOAD, SYNTHETIC] if default_path else [UPLOAD, SYNTHETIC]
 if default_path is None:
-    st.info(f"No `predictions.csv` in the checkpoint folder `{shown_path(ckpt)}` yet. Upload a predictions "
-            f"CSV (columns `{', '.join(cohort.REQUIRED_COLUMNS)}`, optional "
-            f"`{', '.join(cohort.OPTIONAL_COLUMNS)}`), or look at the synthetic example.",
-            icon=":material/info:")
+    st.info(f"No `predictions.csv` in the checkpoint folder `{shown_path(ckpt)}` yet. Upload a "
+            "predictions CSV, or look at the synthetic example.", icon=":material/info:")
 source = st.radio("Predictions", sources, horizontal=True, key="source")
 
 declared_pseudo = False
@@ -71,10 +77,16 @@ if source == CHECKPOINT:
     data, name = default_path.read_bytes(), shown_path(default_path)
 elif source == UPLOAD:
     upload = st.file_uploader("Predictions CSV", type=["csv"], key="predictions_upload",
-                              help="One row per lesion: " + ", ".join(cohort.REQUIRED_COLUMNS)
-                              + "; probabilities in [0, 1]; label benign/malignant or 0/1.")
+                              help="One row per lesion; any number of p_<model> columns. "
+                                   "The format is below and in the README.")
     declared_pseudo = st.checkbox("This cohort is pseudo-paired (US and MG lesions from different women)",
                                   key="declared_pseudo")
+    with st.expander("Predictions CSV format"):
+        st.markdown(SCHEMA.markdown())
+        st.caption("Every further `p_<name>` column is another model to compare. Thresholds: "
+                   "the loaded checkpoint's for its own outputs (p_dlum, p_us_head, p_mg_head, "
+                   "p_dlu, p_dlm), else chosen on the table's validation rows (split = "
+                   "validation) for sensitivity ≥ 0.90, else 0.5 — or set by you below.")
     if upload is None:
         st.stop()
     data, name = upload.getvalue(), upload.name
@@ -89,21 +101,16 @@ except DLUMError as exc:
 
 if source == SYNTHETIC:
     st.warning("**Synthetic example, not model output**: a seeded cohort and seeded probabilities "
-               "(`dlum/app/demo_reads.py`) that show how the page works.", icon=":material/science:")
+               "(`dlum/data/demo_study.py`) that show how the page works.", icon=":material/science:")
 if cohort.is_pseudo_paired(card if source == CHECKPOINT else None, frame) or declared_pseudo:
     st.warning(cohort.PSEUDO_PAIRING_NOTE, icon=":material/warning:")
 
 # ---------------------------------------------------------------------------------------- controls
 models_all = cohort.models_in(frame)
 splits = cohort.splits_in(frame)
-c1, c2, c3 = st.columns([2, 2, 1])
+c1, c3 = st.columns([4, 1])
 default_models = [m for m in ("DL-UM", "DL-U", "DL-M") if m in models_all] or list(models_all)
 chosen = c1.multiselect("Models", list(models_all), default=default_models, key="models")
-threshold = c2.slider("Operating threshold on P(malignant)", 0.0, 1.0,
-                      value=cohort.operating_threshold(card if source == CHECKPOINT else None),
-                      step=0.005, format="%.3f", key="threshold",
-                      help="A lesion is called malignant (biopsy recommended) when P(malignant) ≥ threshold. "
-                           "Defaults to the checkpoint card's operating threshold, else 0.5.")
 split = None
 if len(splits) > 1:
     split = c3.selectbox("Split", splits, index=splits.index(TEST) if TEST in splits else 0, key="split")
@@ -111,6 +118,18 @@ if not chosen:
     st.info("Choose at least one model.", icon=":material/info:")
     st.stop()
 models = {m: models_all[m] for m in chosen}
+# The card's thresholds apply to the checkpoint's own predictions; another table gets the card's
+# only for dlum's output columns it shares, else its validation rows' or 0.5 (thresholds_for).
+base = thresholds_for(frame, card if source != SYNTHETIC else None)
+key_of = f"{source}:{name}"
+if st.session_state.get("thresholds_of") != key_of:  # another table: start from its own thresholds
+    for k in [k for k in st.session_state if str(k).startswith("threshold_")]:
+        del st.session_state[k]
+    st.session_state["thresholds_of"] = key_of
+    st.session_state["user_thresholds"] = {}
+user = st.session_state["user_thresholds"]
+thresholds: dict[str, Threshold] = {c: (Threshold(user[c], "user") if c in user else base[c])
+                                    for c in models.values()}
 data_frame = cohort.select_split(frame, split)
 if data_frame.empty:
     st.info("No cases in this split.", icon=":material/info:")
@@ -127,7 +146,32 @@ counts = cohort.subgroup_counts(data_frame).set_index("subgroup")
 subgroup = st.radio("Subgroup", list(SUBGROUPS), horizontal=True, key="subgroup",
                     format_func=lambda g: f"{g} (n={counts.loc[g, 'n']})")
 bins = int(st.session_state.get("bins", 10))  # the slider lives in the calibration section below
-curves, delong, operating, calibration = subgroup_analysis(data_frame, models, subgroup, threshold, bins)
+
+left, right = st.columns([3, 2], gap="large")
+with right:
+    cm_model = st.selectbox("Model for the confusion matrix and the threshold", list(models),
+                            key="cm_model")
+    column = models[cm_model]
+    current = thresholds[column]
+    value = st.slider(f"Operating threshold of {cm_model}", 0.0, 1.0, value=float(current.value),
+                      step=0.005, format="%.3f", key=f"threshold_{column}",
+                      help="A lesion is called malignant (biopsy recommended) when P(malignant) ≥ "
+                           "threshold. Each model keeps its own threshold.")
+    if abs(value - base[column].value) > 1e-12:
+        user[column] = value
+        thresholds[column] = Threshold(value, "user")
+    elif column in user:
+        user.pop(column)
+        thresholds[column] = base[column]
+    st.caption(f"{cm_model}: {thresholds[column].describe()}.")
+    if st.button("Reset every threshold", key="reset_thresholds", disabled=not user):
+        user.clear()
+        for k in [k for k in st.session_state if str(k).startswith("threshold_")]:
+            del st.session_state[k]
+        st.rerun()
+
+numbers = {c: t.value for c, t in thresholds.items()}
+curves, delong, operating, calibration = subgroup_analysis(data_frame, models, subgroup, numbers, bins)
 auc_rows = aucs[aucs["subgroup"] == subgroup].set_index("model")
 labels = {m: cohort.legend_label(m, auc_rows.loc[m]) for m in models}
 points = {r["model"]: (r["sensitivity"], r["specificity"]) for _, r in operating.iterrows()}
@@ -136,17 +180,21 @@ for m in models:
     if note:
         st.info(f"{m}, {subgroup}: {note}.", icon=":material/info:")
 
-left, right = st.columns([3, 2], gap="large")
 with left:
     st.plotly_chart(figures.roc_figure(curves, labels, points, title=f"ROC, {subgroup} lesions "
-                                       f"(dots: threshold {threshold:.3f})"), key="roc")
+                                       "(dots: each model at its own threshold)"), key="roc")
 with right:
-    cm_model = st.selectbox("Confusion matrix of", list(models), key="cm_model")
-    matrix = cohort.confusion_matrix(data_frame, models[cm_model], subgroup, threshold)
-    st.plotly_chart(figures.confusion_figure(matrix, title=f"{cm_model} at threshold {threshold:.3f}"),
-                    key="confusion")
-    st.download_button("Download confusion matrix (CSV)", matrix.to_csv().encode(), f"confusion_{subgroup}.csv",
+    matrix = cohort.confusion_matrix(data_frame, column, subgroup, numbers[column])
+    st.plotly_chart(figures.confusion_figure(matrix, title=f"{cm_model} at threshold "
+                                             f"{numbers[column]:.3f}"), key="confusion")
+    st.download_button("Download confusion matrix (CSV)", csv_bytes(matrix, index=True), f"confusion_{subgroup}.csv",
                        "text/csv", key="download_confusion", on_click="ignore", icon=":material/download:")
+
+st.markdown("**Thresholds used**")
+st.dataframe(pd.DataFrame({"Model": list(models),
+                           "Threshold": [f"{numbers[c]:.3f}" for c in models.values()],
+                           "From": [thresholds[c].describe() for c in models.values()]}),
+             hide_index=True, width="stretch")
 
 st.subheader(f"Pairwise DeLong tests, {subgroup} lesions")
 if delong.empty:
@@ -155,15 +203,15 @@ else:
     table_with_download(cohort.delong_display(delong), delong, f"delong_{subgroup}.csv", key="delong",
                         caption="DeLong's test for two correlated ROC curves (the same cases).")
 
-st.subheader(f"Decisions at threshold {threshold:.3f}, {subgroup} lesions")
+st.subheader(f"Decisions at each model's threshold, {subgroup} lesions")
 table_with_download(cohort.metrics_display(operating), operating, f"operating_point_{subgroup}.csv",
-                    key="metrics", caption="Wilson 95% CIs. Called malignant when P(malignant) ≥ threshold.")
+                    key="metrics", caption="Wilson 95% CIs. Called malignant when P(malignant) ≥ the model's threshold.")
 st.markdown("**Biopsy recommendations**")
 table_with_download(cohort.biopsy_display(operating), operating, f"biopsies_{subgroup}.csv", key="biopsy",
                     caption="Recommended = called malignant; unnecessary = recommended but benign at pathology "
                             "(share of recommended, as in the article); missed = malignant called benign.")
 if not delong.empty:
-    st.markdown("**Sensitivity and specificity compared at this threshold**")
+    st.markdown("**Sensitivity and specificity compared, each model at its own threshold**")
     table_with_download(cohort.paired_tests_display(delong), delong, f"paired_tests_{subgroup}.csv",
                         key="paired")
 

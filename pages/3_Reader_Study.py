@@ -1,14 +1,14 @@
 """Reader Study: the article's Tables 2-4 recomputed, and the same analysis of your own reads.
 
-Layout and widgets only; every number comes from dlum.app.reader_study (dlum.stats underneath).
+Layout and widgets only; every number comes from dlum.readers (dlum.stats underneath).
 """
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from dlum import readers as rs
 from dlum.app import figures
-from dlum.app import reader_study as rs
 from dlum.app.layout import table_with_download
 from dlum.app.resources import show_error
 from dlum.constants import SUBGROUPS
@@ -104,10 +104,7 @@ with own_tab:
     if use_demo:
         st.warning(rs.DEMO_NOTE, icon=":material/science:")
 
-    readers = rs.readers_in(joined)
-    st.caption(f"{joined['case_id'].nunique()} cases, {len(readers)} readers "
-               f"({', '.join(f'{r} ({m.upper()})' for r, m in readers.itertuples(index=False))}), "
-               f"{len(joined)} reads.")
+    st.caption(rs.study_summary(joined))
     has_birads = "birads" in joined.columns and joined["birads"].notna().any()
     o1, o2 = st.columns(2)
     rating = o1.radio("Agreement on", ["call", "birads"] if has_birads else ["call"], horizontal=True,
@@ -134,7 +131,7 @@ with own_tab:
 
     st.subheader("Explanation requests (Table 3 style)")
     if explain.empty:
-        st.info("The reads table has no `requested_explanation` column.", icon=":material/info:")
+        st.info(rs.explanation_note(joined) or "No explanation requests to show.", icon=":material/info:")
     else:
         table_with_download(rs.explanation_display(explain), explain, "explanation_effects.csv", key="explain",
                             caption="Among reads whose reader requested the explanation: unnecessary biopsies "

@@ -22,7 +22,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, share):
     with torch.no_grad():
         a, b = model(x, y), loaded(x, y)
     assert torch.equal(a.fused, b.fused)
-    assert card["name"] == "t"
+    assert card.name == "t" and card.arch == "dlum"
     assert loaded.share_backbone is share
 
 
@@ -43,6 +43,9 @@ def test_bad_checkpoints_give_checkpoint_errors(tmp_path):
     tmp_path.joinpath("card.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="JSON"):
         read_card(tmp_path)
+    tmp_path.joinpath("card.json").write_text(json.dumps({"model": {}, "arch": "vgg"}))
+    with pytest.raises(CheckpointError, match="arch: 'vgg' is not one of dlum, dlu, dlm"):
+        load_checkpoint(tmp_path)
     model = SingleBranch("mg", pretrained=False)
     tmp_path.joinpath("card.json").write_text(json.dumps(_card(model)))
     with pytest.raises(CheckpointError, match="no model.safetensors"):

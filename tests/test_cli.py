@@ -187,11 +187,201 @@ def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, caps
     printed = capsys.readouterr().out.strip()
     text = readme.read_text()
     assert "stale" not in text and printed in text and text.endswith(f"{README_END}\nafter\n")
-    auc = json.loads((checkpoint / "card.json").read_text())["test_metrics"]["all"]["p_dlum"]["auc"]
+    auc = json.loads((checkpoint / "card.json").read_text())["metrics"]["test"]["all"]["p_dlum"]["auc"]
     assert f"| all (140/286) | DL-UM | {auc:.3f} [" in printed  # the card's own test metrics
 
     card = json.loads((checkpoint / "card.json").read_text())
-    del card["test_metrics"]
+    del card["metrics"]
     (checkpoint / "card.json").write_text(json.dumps(card))
     assert cli.main(["report", "--checkpoint", str(checkpoint)]) == 2
-    assert "no test metrics" in capsys.readouterr().err
+    assert "no held-out metrics" in capsys.readouterr().err
+
+
+def test_report_with_unusable_held_out_predictions_changes_nothing(tmp_path, capsys):
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(shipped, checkpoint, ignore=shutil.ignore_patterns("model.safetensors"))
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    held = pd.read_csv(shipped / "held_out_predictions.csv")
+    for name, frame in (("no_validation.csv", held[held.split == "test"]),
+                        ("one_class.csv", held[(held.split == "test") | (held.label == 0)]),
+                        ("no_split.csv", held.drop(columns="split"))):
+        frame.to_csv(tmp_path / name, index=False)
+        assert cli.main(["report", "--checkpoint", str(checkpoint), "--held-out",
+                         str(tmp_path / name)]) == 2
+        assert "error:" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
+
+
+def test_report_regenerates_the_shipped_card_and_predictions_exactly(tmp_path, capsys):
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(shipped, checkpoint, ignore=shutil.ignore_patterns("model.safetensors"))
+    assert cli.main(["report", "--checkpoint", str(checkpoint), "--held-out",
+                     str(shipped / "held_out_predictions.csv")]) == 0
+    for name in ("card.json", "predictions.csv"):
+        assert (checkpoint / name).read_bytes() == (shipped / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------------------ predict: one rule
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = {"us": REPO / "examples" / "phantom-12-us.png", "mg": REPO / "examples" / "phantom-12-mg.png",
+           "us_roi": "98,45,192,179", "mg_roi": "49,88,141,186"}
+
+
+def _predict(capsys, *args) -> dict:
+    assert cli.main(["predict", "--checkpoint", str(REPO / "checkpoints" / "dlum-public-v1"),
+                     "--precision", "fp32", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_shipped_example_images_are_the_generated_phantom(tmp_path):
+    from dlum.data.examples import write_phantom_pair
+
+    made = write_phantom_pair(tmp_path)
+    for m in ("us", "mg"):
+        assert made[m].read_bytes() == EXAMPLE[m].read_bytes()
+        assert ",".join(map(str, made[f"{m}_box"])) == EXAMPLE[f"{m}_roi"]
+
+
+def test_readme_shows_the_predict_example_exactly_as_the_command_prints_it():
+    from dlum.reporting import PREDICT_END, PREDICT_START, predict_example_markdown
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(PREDICT_START)[1].split(PREDICT_END)[0].strip()
+    assert block == predict_example_markdown(REPO)
+    assert '"label": "Biopsy recommended"' in block or '"label": "Follow-up"' in block
+
+
+def test_predict_judges_each_mode_at_its_own_threshold_and_withholds_whole_images(capsys):
+    from dlum.card import read_card
+
+    card = read_card(REPO / "checkpoints" / "dlum-public-v1")
+    pair = _predict(capsys, "--us", str(EXAMPLE["us"]), "--us-roi", EXAMPLE["us_roi"],
+                    "--mg", str(EXAMPLE["mg"]), "--mg-roi", EXAMPLE["mg_roi"])
+    us = _predict(capsys, "--us", str(EXAMPLE["us"]), "--us-roi", EXAMPLE["us_roi"])
+    mg = _predict(capsys, "--mg", str(EXAMPLE["mg"]), "--mg-roi", EXAMPLE["mg_roi"])
+    for out, column in ((pair, "p_dlum"), (us, "p_us_head"), (mg, "p_mg_head")):
+        d = out["decision"]
+        assert d["output"] == column and d["threshold"] == round(card.threshold_for(column), 4)
+        assert d["biopsy_recommended"] == (out[column] >= card.threshold_for(column))
+    assert us["p_us_head"] == pytest.approx(pair["p_us_head"], abs=1e-4)
+    whole = _predict(capsys, "--us", str(EXAMPLE["us"]))
+    assert whole["whole_image"] == ["us"] and whole["decision"]["biopsy_recommended"] is None
+    assert whole["decision"]["label"].startswith("No call")
+    confirmed = _predict(capsys, "--us", str(EXAMPLE["us"]), "--whole-image", "--timing")
+    assert confirmed["decision"]["biopsy_recommended"] is not None and confirmed["run"]["seconds"] > 0
+
+
+def test_predict_refuses_a_card_with_a_bad_threshold_and_nan_weights(tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shipped = REPO / "checkpoints" / "dlum-public-v1"
+    bad = tmp_path / "bad"
+    shutil.copytree(shipped, bad)
+    card = json.loads((bad / "card.json").read_text())
+    card["operating_point"]["thresholds_per_model"]["p_us_head"] = "high"
+    (bad / "card.json").write_text(json.dumps(card))
+    args = ["predict", "--checkpoint", str(bad), "--us", str(EXAMPLE["us"]), "--us-roi", EXAMPLE["us_roi"]]
+    assert cli.main(args) == 2
+    assert "operating_point.thresholds_per_model.p_us_head: 'high' is not a number" in capsys.readouterr().err
+
+    nan = tmp_path / "nan"
+    shutil.copytree(shipped, nan)
+    from safetensors import safe_open
+
+    with safe_open(str(nan / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    state = load_file(str(nan / "model.safetensors"))
+    name = next(k for k in state if k.startswith("us") and k.endswith("weight") and state[k].ndim == 4)
+    state[name] = state[name] * float("nan")
+    save_file(state, str(nan / "model.safetensors"), metadata=meta)
+    assert cli.main(["predict", "--checkpoint", str(nan), "--us", str(EXAMPLE["us"]),
+                     "--us-roi", EXAMPLE["us_roi"]]) == 2
+    err = capsys.readouterr().err
+    assert "not a probability" in err and "p_us_head" in err and "Traceback" not in err
+
+
+def test_a_dlum_checkpoint_given_as_dlu_is_refused(capsys, tmp_path):
+    shipped = str(REPO / "checkpoints" / "dlum-public-v1")
+    (tmp_path / "c.csv").write_text("case_id,patient_id,us_image,mg_image,label\n"
+                                    f"c,p,{EXAMPLE['us']},{EXAMPLE['mg']},1\n")
+    assert cli.main(["evaluate", "--checkpoint", shipped, "--cohort", str(tmp_path / "c.csv"),
+                     "--out", str(tmp_path / "o.csv"), "--dlu", shipped, "--quiet"]) == 2
+    assert "needs a DL-U checkpoint" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- an external split end to end
+def test_an_external_split_validates_evaluates_reports_and_shows_in_cohort_roc(tmp_path, capsys):
+    import torch
+    from streamlit.testing.v1 import AppTest
+
+    from dlum.checkpoint import save_checkpoint
+    from dlum.data.manifest import read_cohort, write_cohort
+    from dlum.data.synthetic import make_phantom_cohort
+    from dlum.networks import DLUM
+
+    table = make_phantom_cohort(tmp_path / "cohort", n=16, seed=3, size=64)
+    cohort = read_cohort(table)
+    cohort["split"] = ["validation", "test", "external", "external"] * 4
+    for split in ("validation", "test", "external"):  # both classes in every split
+        labels = cohort.loc[cohort.split == split, "label"]
+        assert labels.nunique() == 2, split
+    write_cohort(cohort, table)
+    assert set(read_cohort(table)["split"]) == {"validation", "test", "external"}
+
+    torch.manual_seed(0)
+    model = DLUM(pretrained=False).eval()
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, {
+        "name": "tiny", "arch": "dlum", "model": model.config(), "data": {"pairing": "same_patient"},
+        "input": {"size": 64, "imagenet_normalisation": False}})
+    held = tmp_path / "held_out.csv"
+    assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--cohort", str(table), "--out", str(held),
+                     "--precision", "fp32", "--quiet"]) == 0
+    external = tmp_path / "external.csv"
+    assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--cohort", str(table), "--out",
+                     str(external), "--split", "external", "--precision", "fp32", "--quiet"]) == 0
+    assert set(pd.read_csv(external)["split"]) == {"external"}
+    capsys.readouterr()
+    assert cli.main(["report", "--checkpoint", str(ckpt), "--held-out", str(held)]) == 0
+    printed = capsys.readouterr().out
+    assert "**Test split**" in printed and "**External split (a second centre)**" in printed
+    card = json.loads((ckpt / "card.json").read_text())
+    assert set(card["metrics"]) == {"test", "external"}
+    assert set(pd.read_csv(ckpt / "predictions.csv")["split"]) == {"test", "external"}
+
+    def page():
+        import os
+
+        import streamlit as st
+
+        st.session_state.setdefault("_", None)
+        os.environ["DLUM_CHECKPOINT"] = str(os.environ["TEST_CKPT"])
+        exec(open(os.environ["TEST_PAGE"]).read(), {"__name__": "__main__"})
+
+    import os
+
+    os.environ["TEST_CKPT"] = str(ckpt)
+    os.environ["TEST_PAGE"] = str(REPO / "pages" / "2_Cohort_ROC.py")
+    old = os.environ.get("DLUM_CHECKPOINT")
+    os.environ["DLUM_CHECKPOINT"] = str(ckpt)
+    try:
+        at = AppTest.from_file(str(REPO / "pages" / "2_Cohort_ROC.py"), default_timeout=120).run()
+        assert not at.exception and not at.error
+        assert "external" in at.selectbox(key="split").options
+        at.selectbox(key="split").set_value("external").run()
+        assert not at.exception and not at.error
+        assert any("0.5" in str(e.value) or "validation" in str(e.value) for e in at.dataframe)
+    finally:
+        for k in ("TEST_CKPT", "TEST_PAGE"):
+            os.environ.pop(k, None)
+        if old is None:
+            os.environ.pop("DLUM_CHECKPOINT", None)
+        else:
+            os.environ["DLUM_CHECKPOINT"] = old

@@ -12,6 +12,7 @@ import torch
 from dlum.checkpoint import save_checkpoint
 from dlum.data.manifest import read_cohort
 from dlum.data.synthetic import make_phantom_cohort
+from dlum.decision import decide
 from dlum.errors import CheckpointError, InputError
 from dlum.inference import PREDICTION_COLUMNS, Predictor
 from dlum.networks import DLUM
@@ -46,16 +47,20 @@ def test_pair_one_modality_and_cohort(small_checkpoint, phantom_table):
     boxes = {"us_box": row_box(row, "us"), "mg_box": row_box(row, "mg")}
     pair = predictor.predict_pair(us=row["us_image"], mg=row["mg_image"], **boxes)
     assert pair.mode == "pair" and 0 <= pair.p_dlum <= 1 and len(pair.p_us_blocks) == 5
-    assert pair.threshold == 0.4 and pair.biopsy_recommended == (pair.p_dlum >= 0.4)
+    assert pair.whole_image == ()
+    decision = decide(pair, predictor.card)
+    assert decision.threshold == 0.4 and decision.biopsy_recommended == (pair.p_dlum >= 0.4)
     us_only = predictor.predict_pair(us=row["us_image"], us_box=boxes["us_box"])
     assert us_only.mode == "us-only" and us_only.p_dlum is None
-    assert us_only.probability == pytest.approx(pair.p_us_head, abs=1e-6)
+    assert us_only.p_us_head == pytest.approx(pair.p_us_head, abs=1e-6)
+    whole = predictor.predict_pair(us=row["us_image"])
+    assert whole.whole_image == ("us",) and not decide(whole, predictor.card).made
     frame = predictor.predict_cohort(cohort, progress=False)
     assert list(frame.columns) == PREDICTION_COLUMNS and len(frame) == len(cohort)
     assert frame.loc[0, "p_dlum"] == pytest.approx(pair.p_dlum, abs=1e-5)
     # bytes in, the same answer out (uploads stay in memory)
     data = Path(row["us_image"]).read_bytes()
-    assert predictor.predict_pair(us=data, us_box=boxes["us_box"]).probability == pytest.approx(us_only.probability, abs=1e-6)
+    assert predictor.predict_pair(us=data, us_box=boxes["us_box"]).p_us_head == pytest.approx(us_only.p_us_head, abs=1e-6)
 
 
 def _compiler_present() -> bool:
@@ -156,7 +161,7 @@ def test_shipped_checkpoint_reproduces_its_predictions(shared_data):
 
     shipped = pd.read_csv(SHIPPED / "predictions.csv")
     card = json.loads((SHIPPED / "card.json").read_text())
-    assert card["data"]["pairing"] == "pseudo"
+    assert card["data"]["pairing"] == "pseudo" and card["metrics"]["test"]["all"]["n"] == len(shipped)
     cohort = build_public_cohort(shared_data, seed=0)
     sample = shipped.sample(8, random_state=0)
     rows = cohort[cohort["case_id"].isin(sample["case_id"])]

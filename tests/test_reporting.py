@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dlum import reporting
-from dlum.errors import InputError
+from dlum.errors import DLUMError, InputError
 from dlum.reporting import (choose_threshold, finalise_card, results_markdown,
                             update_readme)
 
@@ -33,16 +33,41 @@ def test_threshold_reaches_the_sensitivity_on_validation():
     assert (val.p_dlum >= higher)[val.label == 1].mean() < 0.9
 
 
-def test_card_metrics_come_from_the_test_split_only():
+def _card():
+    from dlum.card import Card
+
+    return Card.from_dict({"name": "x", "arch": "dlum", "model": {}, "data": {"pairing": "pseudo"}})
+
+
+def test_card_metrics_come_from_the_held_out_splits_only():
     frame = _held_out()
-    card, test = finalise_card({"name": "x"}, frame)
-    assert set(test.split) == {"test"} and len(test) == 60
-    assert card["operating_point"]["chosen_on"] == "validation"
-    m = reporting.test_metrics(test, card["operating_point"]["thresholds_per_model"])
-    assert m["all"]["p_dlum"]["auc"] == pytest.approx(card["test_metrics"]["all"]["p_dlum"]["auc"])
-    assert 0 <= card["test_metrics"]["all"]["delong_p_dlum_vs_dlu"] <= 1
+    frame.loc[frame.index[-20:], "split"] = "external"
+    card, held = finalise_card(_card(), frame)
+    assert set(held.split) == {"test", "external"} and len(held) == 60
+    assert card.operating_point.chosen_on == "validation"
+    assert set(card.metrics) == {"test", "external"}
+    test = held[held.split == "test"]
+    m = reporting.subgroup_metrics(test, card.operating_point.thresholds)
+    assert m["all"].outputs["p_dlum"].auc.value == pytest.approx(
+        roc_auc_score(test.label, test.p_dlum))
+    assert card.metrics["test"]["all"] == m["all"]
+    assert 0 <= card.metrics["test"]["all"].delong_p["p_dlu"] <= 1
     text = results_markdown(card)
+    assert "**Test split**" in text and "**External split (a second centre)**" in text
     assert "DL-UM" in text and "discordant" in text
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.drop(columns="split"), "no 'split' column"),
+    (lambda f: f[f.split != "validation"], "validation rows with both"),
+    (lambda f: f[~((f.split == "validation") & (f.label == 1))], "validation rows with both"),
+    (lambda f: f[f.split == "validation"], "no test or external rows"),
+])
+def test_finalise_refuses_held_out_predictions_it_cannot_use(change, message):
+    from dlum.errors import DLUMError
+
+    with pytest.raises(DLUMError, match=message):
+        finalise_card(_card(), change(_held_out()))
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):
@@ -51,7 +76,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert update_readme(readme, "new table")
     assert readme.read_text() == "intro\n<!-- results:start -->\nnew table\n<!-- results:end -->\nend\n"
     readme.write_text("no markers")
-    with pytest.raises(ValueError):
+    with pytest.raises(DLUMError, match="markers"):
         update_readme(readme, "x")
 
 

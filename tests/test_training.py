@@ -14,7 +14,10 @@ from dlum.checkpoint import load_checkpoint
 from dlum.data.crops import CropSet, extract_crops
 from dlum.data.manifest import read_cohort
 from dlum.data.synthetic import make_phantom_cohort
-from dlum.training import TrainConfig, assign_folds, fit
+from dlum.constants import Arch
+from dlum.errors import DLUMError
+from dlum.training import (ARCHS, PairDataset, TrainConfig, assign_folds, fit, loss_and_optimizer,
+                           train_one_epoch, validate)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = dict(pretrained=False, input_size=32, batch_size=8, num_workers=0, seed=0)
@@ -34,10 +37,10 @@ def test_loss_falls_and_checkpoint_round_trips(phantoms, tmp_path):
     log = json.loads((tmp_path / "log.json").read_text())
     assert len(log) == 4
     assert log[-1]["train_loss"] < log[0]["train_loss"]
-    assert card["training"]["epoch_kept"] == 1 + int(np.argmin([e["val_loss"] for e in log]))
+    assert card.training["epoch_kept"] == 1 + int(np.argmin([e["val_loss"] for e in log]))
     # the shipped (fp16) weights reproduce the held-out predictions written by training
     model, loaded_card = load_checkpoint(tmp_path)
-    assert loaded_card["model"] == card["model"]
+    assert loaded_card.to_dict() == json.loads(json.dumps(card.to_dict()))  # what was written
     from dlum.training import predict_rows
 
     held = pd.read_csv(tmp_path / "held_out_predictions.csv")
@@ -69,7 +72,7 @@ def test_single_branch_baseline_and_resume(phantoms, tmp_path):
     assert [e["epoch"] for e in log] == [1, 2]
     held = pd.read_csv(tmp_path / "held_out_predictions.csv")
     assert "p_dlm" in held and held["p_dlm"].between(0, 1).all()
-    assert card["arch"] == "dlm"
+    assert card.arch == "dlm"
 
 
 def test_folds_are_patient_level_and_stratified(phantoms):
@@ -88,6 +91,64 @@ def test_crop_cache_round_trip(phantoms, tmp_path):
     for m in ("us", "mg"):
         for row in (0, len(cohort) - 1):
             np.testing.assert_array_equal(again.crop(m, row), crops.crop(m, row))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(arch="dlx"), "unknown --arch 'dlx'; choose one of dlum, dlu, dlm"),
+    (dict(precision="fp16"), "unknown --precision 'fp16'; choose one of auto, fp32, bf16"),
+    (dict(epochs=0), "--epochs must be at least 1 (got 0)"),
+    (dict(batch_size=0), "--batch-size must be at least 1 (got 0)"),
+    (dict(lr=0.0), "--lr must be a finite number above 0 (got 0.0)"),
+    (dict(lr=-1e-4), "--lr must be a finite number above 0 (got -0.0001)"),
+    (dict(lr=float("nan")), "--lr must be a finite number above 0 (got nan)"),
+    (dict(lr=float("inf")), "--lr must be a finite number above 0 (got inf)"),
+    (dict(folds=1), "--folds must be at least 2 (got 1)"),
+    (dict(fold=5, folds=5), "--fold must be in 0..4 (got 5)"),
+    (dict(fold=-1), "--fold must be in 0..4 (got -1)"),
+])
+def test_config_refuses_bad_values_with_a_clear_message(change, message):
+    with pytest.raises(DLUMError) as err:
+        TrainConfig(**change)
+    assert str(err.value) == message
+
+
+def test_config_accepts_every_arch_and_precision_spelling():
+    assert ARCHS == ("dlum", "dlu", "dlm")
+    for arch in (*ARCHS, Arch.DLU):
+        config = TrainConfig(arch=arch)
+        assert type(config.arch) is str and config.arch == arch
+    for precision in ("auto", "fp32", "bf16", "float32", "bfloat16"):
+        assert TrainConfig(precision=precision).precision == precision  # stored as given
+    assert TrainConfig(fold=4, folds=5).fold == 4
+
+
+def test_one_epoch_and_validation_on_a_tiny_model(phantoms):
+    from torch.utils.data import DataLoader
+
+    from dlum.training import _build
+
+    _, cohort, crops = phantoms
+    torch.manual_seed(0)
+    config = TrainConfig(arch="dlu", lr=3e-4, **QUICK)
+    model = _build(config)
+    criterion, optimizer = loss_and_optimizer(model, config)
+    rows = np.arange(len(cohort))
+    data = PairDataset(crops, rows, imagenet=False, modalities=Arch.DLU.modalities, size=32)
+    cpu, fp32 = torch.device("cpu"), torch.float32
+    loader = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    before = [p.detach().clone() for p in model.parameters()]
+    trained = train_one_epoch(model, "dlu", criterion, optimizer, loader, device=cpu, dtype=fp32,
+                              max_steps=2)
+    assert np.isfinite(trained.loss) and trained.loss > 0
+    assert trained.pairs_per_second > 0 and trained.seconds > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it learnt
+    checked = validate(model, "dlu", criterion, DataLoader(data, batch_size=32), device=cpu,
+                       dtype=fp32)
+    assert not model.training
+    assert np.isfinite(checked.loss) and 0 <= checked.auc <= 1
+    again = validate(model, Arch.DLU, criterion, DataLoader(data, batch_size=5), device=cpu, dtype=fp32)
+    assert again.loss == pytest.approx(checked.loss, rel=1e-5)  # batching does not change it
+    assert again.auc == pytest.approx(checked.auc)
 
 
 # ----------------------------------------------------- `python -m dlum train` and its crop file

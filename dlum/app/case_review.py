@@ -16,7 +16,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -41,13 +41,15 @@ from dlum.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
 
+    from dlum.card import Card
+    from dlum.decision import Decision
+
     from dlum.inference import PairPrediction, Predictor
     from dlum.visualize.cam import CAMResult
 
 __all__ = [
     "Badge",
     "CaseImage",
-    "Decision",
     "DISPLAY_SIDE",
     "block_table",
     "box_from_selection",
@@ -61,11 +63,9 @@ __all__ = [
     "case_tensors",
     "compute_case_cams",
     "concordance_badge",
-    "decision_text",
     "decode_upload",
     "display_thumbnail",
     "image_from_array",
-    "make_decision",
     "network_patch",
     "normalise_box",
     "predict_case",
@@ -406,124 +406,6 @@ def concordance_badge(us_birads: int | None, mg_birads: int | None) -> Badge:
                  "Choose a BI-RADS category (2–5) for both modalities to classify the case.")
 
 
-@dataclass
-class Decision:
-    """The model's call at the checkpoint's operating threshold."""
-
-    biopsy_recommended: bool
-    label: str
-    probability: float
-    threshold: float
-    output: str
-    sensitivity: float | None = None
-    specificity: float | None = None
-    sensitivity_ci: list[float] | None = None
-    specificity_ci: list[float] | None = None
-    figures_apply: bool = True
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _interval(value: Any) -> list[float] | None:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        low, high = _number(value[0]), _number(value[1])
-        if low is not None and high is not None:
-            return [low, high]
-    return None
-
-
-#: The card's name for each prediction mode's output (``operating_point.thresholds_per_model``
-#: and ``test_metrics[subgroup]``).
-MODE_OUTPUT = {"pair": "p_dlum", "us-only": "p_us_head", "mg-only": "p_mg_head"}
-
-
-#: How far bf16 moved the shipped checkpoint's fused P(malignant) from fp32 on the public test
-#: split (at most 0.022, ``python -m benchmarks.bench_precision``), rounded up: a call made in
-#: bf16 closer than this to its threshold is marked as one that fp32 might make otherwise.
-BF16_MARGIN = 0.025
-
-
-def make_decision(prediction: PairPrediction, card: dict[str, Any] | None) -> Decision:
-    """Biopsy recommended when P(malignant) >= the operating threshold, else follow-up.
-
-    A pair is judged at the card's ``operating_point.threshold`` with that threshold's test-split
-    sensitivity and specificity. One image alone gives a branch head's output: it is judged at
-    that head's own threshold (``operating_point.thresholds_per_model``) with its test figures
-    (``test_metrics.all``) when the card has them, else at the fused threshold, marked as such.
-    A bf16 probability within :data:`BF16_MARGIN` of the threshold gets a note.
-    """
-    card = card or {}
-    op = card.get("operating_point") or {}
-    output_key = MODE_OUTPUT.get(prediction.mode, "p_dlum")
-    p = float(prediction.probability)
-    output = {"pair": "DL-UM (fused US + MG)", "us-only": "US branch only (block-5 head)",
-              "mg-only": "MG branch only (block-5 head)"}.get(prediction.mode, prediction.mode)
-    notes: list[str] = []
-    threshold = float(prediction.threshold)
-    figures = op
-    figures_apply = True
-    if not op:
-        notes.append(f"The checkpoint card gives no operating point: threshold {threshold:g} is "
-                     "the default, with no measured sensitivity or specificity.")
-    if prediction.mode != "pair":
-        own = _number((op.get("thresholds_per_model") or {}).get(output_key))
-        measured = (((card.get("test_metrics") or {}).get("all") or {}).get(output_key)) or {}
-        if own is not None:
-            threshold, figures = own, measured
-            notes.append("One image only: this is that branch's own output, not the DL-UM "
-                         "fusion, judged at the branch head's own operating threshold.")
-        else:
-            figures, figures_apply = {}, False
-            notes.append("One image only: this is a single branch's output, not the DL-UM "
-                         "fusion. The threshold and its test-split sensitivity and specificity "
-                         "were set for the fused output and do not describe this branch.")
-    biopsy = p >= threshold
-    if prediction.precision == "bfloat16" and abs(p - threshold) < BF16_MARGIN:
-        notes.append(f"P was computed in bfloat16 and lies within {BF16_MARGIN} of the threshold; "
-                     "bfloat16 moved P by up to 0.022 from float32 on the public test split, so "
-                     "float32 (DLUM_PRECISION=fp32) might make the other call.")
-    return Decision(
-        biopsy_recommended=biopsy,
-        label="Biopsy recommended" if biopsy else "Follow-up",
-        probability=p,
-        threshold=threshold,
-        output=output,
-        sensitivity=_number(figures.get("sensitivity")),
-        specificity=_number(figures.get("specificity")),
-        sensitivity_ci=_interval(figures.get("sensitivity_ci")),
-        specificity_ci=_interval(figures.get("specificity_ci")),
-        figures_apply=figures_apply,
-        notes=notes,
-    )
-
-
-def decision_text(decision: Decision) -> str:
-    """One line: the output, its probability against the threshold, and the threshold's
-    test-split sensitivity and specificity (with 95% CIs when the card gives them)."""
-    parts = []
-    for name, value, ci in (("sensitivity", decision.sensitivity, decision.sensitivity_ci),
-                            ("specificity", decision.specificity, decision.specificity_ci)):
-        if value is not None:
-            parts.append(f"{name} {value:.1%}" + (f" [{ci[0]:.1%}–{ci[1]:.1%}]" if ci else ""))
-    measured = ""
-    if parts and decision.figures_apply:
-        measured = f" ({', '.join(parts)} on the test split)"
-    return (f"{decision.output}: P = {decision.probability:.3f} vs operating threshold "
-            f"{decision.threshold:.3f}{measured}.")
-
-
 # ---------------------------------------------------------------------------------------- report
 def build_report(
     *,
@@ -533,13 +415,16 @@ def build_report(
     images: dict[str, CaseImage | None],
     boxes: dict[str, Box | None],
     birads: dict[str, int | None],
-    card: dict[str, Any] | None = None,
+    card: Card | None = None,
     cams: CAMResult | None = None,
     device: str = "",
     example: str | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to trace the result: inputs, outputs, model version and timing."""
+    """Everything needed to trace the result: inputs, outputs and decision (as
+    :func:`dlum.decision.case_result` writes them for ``python -m dlum predict``), model version
+    and timing."""
     import dlum
+    from dlum.decision import case_result
 
     inputs: dict[str, Any] = {}
     for m in MODALITIES:
@@ -557,7 +442,6 @@ def build_report(
                          else f"box expanded by {ROI_EXPANSION:.0%} of its shortest side"),
             "birads": birads.get(m),
         }
-    card = card or {}
     timing = {"inference_seconds": prediction.seconds}
     for m in MODALITIES:
         case = images.get(m)
@@ -565,6 +449,7 @@ def build_report(
             timing[f"{m}_decode_seconds"] = case.decode_seconds
     if cams is not None:
         timing["cam_seconds"] = cams.seconds
+    result = case_result(prediction, decision, digits=6)
     return {
         "report": "DL-UM case review",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -572,16 +457,9 @@ def build_report(
         "example_case": example,
         "inputs": inputs,
         "concordance": {"subgroup": badge.subgroup, "text": badge.text},
-        "outputs": {
-            "mode": prediction.mode,
-            "p_dlum": prediction.p_dlum,
-            "p_us_head": prediction.p_us_head,
-            "p_mg_head": prediction.p_mg_head,
-            "p_us_blocks": prediction.p_us_blocks,
-            "p_mg_blocks": prediction.p_mg_blocks,
-            "probability": decision.probability,
-        },
-        "decision": decision.to_dict(),
+        "outputs": {k: result[k] for k in ("mode", "p_dlum", "p_us_head", "p_mg_head",
+                                            "p_us_blocks", "p_mg_blocks", "whole_image")},
+        "decision": result["decision"],
         "cams": None if cams is None else {
             "method": cams.method, "target": cams.target, "blocks": N_BLOCKS,
             "modalities": sorted(cams.maps), "scale": "relative within each image",
@@ -589,10 +467,10 @@ def build_report(
         },
         "model": {
             "name": prediction.model_version,
-            "arch": card.get("arch"),
-            "initialisation": card.get("initialisation"),
-            "input": card.get("input"),
-            "code_commit": card.get("code_commit"),
+            "arch": None if card is None else card.arch.value,
+            "initialisation": None if card is None else card.initialisation,
+            "input": None if card is None else card.input.to_dict(),
+            "code_commit": None if card is None else card.code_commit,
             "dlum_version": dlum.__version__,
             "device": device or prediction.device,
             "precision": prediction.precision,
@@ -608,7 +486,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"DL-UM case review  ·  {report['created_utc']}  ·  "
         "research use only, not for clinical decisions",
-        f"P(malignant) = {out['probability']:.3f} ({mode.get(out['mode'], out['mode'])})  ·  "
+        f"P(malignant) = {dec['probability']:.3f} ({mode.get(out['mode'], out['mode'])})  ·  "
         f"{dec['label']} at threshold {dec['threshold']:.3f}  ·  {report['concordance']['text']}",
         f"Model {model['name']}  ·  {model['device']}",
     ]

@@ -1,6 +1,6 @@
 """Plotly figures of the dashboard's analysis pages (ROC, calibration, confusion matrix, kappa, biopsies).
 
-Each builder takes tables computed by ``dlum.app.cohort`` / ``dlum.app.reader_study`` (themselves
+Each builder takes tables computed by ``dlum.evaluation`` / ``dlum.readers`` (themselves
 from ``dlum.stats``) and only draws them: no statistics here.
 """
 from __future__ import annotations
@@ -169,7 +169,7 @@ def kappa_forest(table: pd.DataFrame, label_column: str = "comparison", session_
 def biopsy_bars(table: pd.DataFrame, metric: str = "unnecessary_biopsies", metric_label: str | None = None,
                 title: str | None = None) -> go.Figure:
     """Bars of a biopsy figure per reader, unaided vs aided, one panel per subgroup (from
-    ``reader_study.reader_performance``)."""
+    ``dlum.readers.reader_performance``)."""
     groups = [g for g in SUBGROUPS if g in set(table["subgroup"])]
     fig = make_subplots(rows=1, cols=max(len(groups), 1), subplot_titles=groups, shared_yaxes=True,
                         horizontal_spacing=0.04)

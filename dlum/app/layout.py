@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dlum.app._tables import to_csv_bytes
+from dlum.tables import csv_bytes
 
 __all__ = ["table_with_download"]
 
@@ -18,6 +18,6 @@ def table_with_download(display: pd.DataFrame, raw: pd.DataFrame | None, file_na
     if caption:
         cols[0].caption(caption)
     cols[1].download_button(
-        "Download CSV", to_csv_bytes(display if raw is None else raw), file_name=file_name,
+        "Download CSV", csv_bytes(display if raw is None else raw), file_name=file_name,
         mime="text/csv", key=f"download_{key}", on_click="ignore", icon=":material/download:",
         width="stretch")

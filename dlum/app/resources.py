@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from dlum.constants import MG, MODALITY_NAMES, US
+from dlum.constants import MODALITY_NAMES
+from dlum.data import examples
+from dlum.data.examples import PHANTOM, PSEUDO_PAIR, ExampleCase  # noqa: F401  (re-exported)
 from dlum.errors import CohortError, DLUMError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,10 +43,6 @@ __all__ = [
     "PSEUDO_PAIR",
     "REPO_ROOT",
     "ExampleCase",
-    "card_overview",
-    "card_table",
-    "OUTPUT_NAMES",
-    "test_metrics_table",
     "checkpoint_dir",
     "checkpoint_present",
     "data_dir",
@@ -65,18 +63,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_ENV = "DLUM_CHECKPOINT"
-DATA_ENV = "DLUM_DATA_DIR"
-#: ``DLUM_COMPILE=1`` makes the dashboard ``torch.compile`` its model in a background thread
-#: (see ``Predictor.compile_pair_path``; off by default: ≤ 9% gain measured on the project's CPUs).
-COMPILE_ENV = "DLUM_COMPILE"
-#: ``DLUM_PRECISION`` = ``auto`` (default: bf16 on GPUs and CPUs with native bf16, else fp32),
-#: ``fp32`` (reproduces ``predictions.csv`` to ~1e-6) or ``bf16``: the precision of probabilities.
-PRECISION_ENV = "DLUM_PRECISION"
-PRECISIONS = ("auto", "fp32", "bf16")
-#: The shipped checkpoint, relative to the repository root.
-DEFAULT_CHECKPOINT = Path("checkpoints", "dlum-public-v1")
+from dlum.settings import (  # noqa: E402  (re-exported for the pages)
+    CHECKPOINT_ENV,
+    COMPILE_ENV,
+    DATA_ENV,
+    DEFAULT_CHECKPOINT,
+    PRECISION_ENV,
+    REPO_ROOT,
+    read_settings,
+)
 
 PAPER_CITATION = (
     "Xu Z, Zhong S, Gao Y, et al. Optimizing breast lesions diagnosis and decision-making with a "
@@ -91,17 +86,10 @@ DISCLAIMER = (
     "women (pseudo-pairs); its outputs describe that demonstration cohort, not your patients."
 )
 
-#: Kinds of example case.
-PHANTOM = "synthetic phantom"
-PSEUDO_PAIR = "public pseudo-pair"
-
-
 # ------------------------------------------------------------------------------------ checkpoint
 def checkpoint_dir() -> Path:
     """``$DLUM_CHECKPOINT``, else ``checkpoints/dlum-public-v1`` under the repository root."""
-    env = os.environ.get(CHECKPOINT_ENV, "").strip()
-    path = Path(env) if env else DEFAULT_CHECKPOINT
-    return path if path.is_absolute() else REPO_ROOT / path
+    return read_settings().checkpoint
 
 
 def checkpoint_present(path: str | os.PathLike | None = None) -> bool:
@@ -119,35 +107,34 @@ def _stamp(path: Path) -> float:
 
 
 @st.cache_resource(show_spinner="Loading the DL-UM model…", max_entries=2)
-def load_predictor(path: str, stamp: float = 0.0) -> Predictor:
-    """One :class:`dlum.inference.Predictor` per checkpoint per process, shared by all sessions.
+def load_predictor(path: str, stamp: float = 0.0, precision: str | None = None) -> Predictor:
+    """One :class:`dlum.inference.Predictor` per checkpoint (and precision) per process, shared
+    by all sessions.
 
-    ``stamp`` (the weights' mtime) is only part of the cache key. Raises CheckpointError.
+    ``stamp`` (the weights' mtime) is only part of the cache key; ``precision`` defaults to
+    ``$DLUM_PRECISION``. Raises CheckpointError or SettingsError.
     """
     import torch
 
     from dlum.inference import Predictor
 
-    predictor = Predictor(path, device="auto", precision=dashboard_precision())
+    settings = read_settings()
+    predictor = Predictor(path, device="auto", precision=precision or settings.precision.value)
     # Warm up once here, while the spinner says the model is loading: the first pass through
     # the network picks its kernels (seconds on a CPU), and grad-cam is a heavy import.
     size = predictor.input_size
     predictor.forward(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))
     import pytorch_grad_cam  # noqa: F401
 
-    if os.environ.get(COMPILE_ENV, "0") == "1":
+    if settings.compile:
         predictor.compile_in_background()  # opt-in: ≤ 9% gain measured on 2-core CPUs
     log.info("loaded %s on %s", path, predictor.device_name)
     return predictor
 
 
 def dashboard_precision() -> str:
-    """``$DLUM_PRECISION`` when it is one of :data:`PRECISIONS`, else ``"auto"`` (with a warning)."""
-    value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
-    if value not in PRECISIONS:
-        log.warning("%s=%r is not one of %s; using auto", PRECISION_ENV, value, ", ".join(PRECISIONS))
-        return "auto"
-    return value
+    """``$DLUM_PRECISION`` (auto, fp32 or bf16); another value is a SettingsError naming it."""
+    return read_settings().precision.value
 
 
 def get_predictor() -> Predictor | None:
@@ -155,7 +142,7 @@ def get_predictor() -> Predictor | None:
     path = checkpoint_dir()
     if not checkpoint_present(path):
         return None
-    return load_predictor(str(path), _stamp(path))
+    return load_predictor(str(path), _stamp(path), read_settings().precision.value)
 
 
 def missing_checkpoint_message() -> str:
@@ -211,147 +198,44 @@ def model_facts(predictor: Predictor) -> dict[str, Any]:
 
     return {
         "name": predictor.version,
-        "arch": str(predictor.card.get("arch", "dlum")),
+        "arch": predictor.card.arch.title,
         "parameters": int(count_parameters(predictor.model)),
         "input_size": predictor.input_size,
-        "threshold": predictor.threshold,
+        "threshold": predictor.card.threshold,
         "device": device_summary(predictor),
         "gpu": predictor.device.type == "cuda",
     }
 
 
-# ----------------------------------------------------------------------------------------- card
-def card_overview(card: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a checkpoint card the Home page shows, each only when the card has it.
-
-    Keys: ``identity`` (name, architecture, initialisation, input), ``data``, ``pairing_rule``
-    (top level or inside ``data``), ``operating_point``, ``test_metrics``, ``training`` (a short
-    summary), ``other`` (any remaining top-level sections).
-    """
-    card = dict(card or {})
-    out: dict[str, Any] = {}
-    identity = {}
-    for key, label in (("name", "name"), ("arch", "architecture"),
-                       ("initialisation", "initialisation"), ("code_commit", "code commit")):
-        if card.get(key) not in (None, ""):
-            identity[label] = card[key]
-    if isinstance(card.get("input"), dict):
-        for key, value in card["input"].items():
-            identity[f"input {key.replace('_', ' ')}"] = value
-    out["identity"] = identity
-    data = card.get("data")
-    if isinstance(data, dict):
-        data = dict(data)
-        if "pairing_rule" in data and not card.get("pairing_rule"):
-            card["pairing_rule"] = data.pop("pairing_rule")
-        card["data"] = data
-    for key in ("data", "pairing_rule", "operating_point", "test_metrics"):
-        if card.get(key) not in (None, "", {}, []):
-            out[key] = card[key]
-    training = card.get("training")
-    if isinstance(training, dict):
-        keep = ("epochs", "epochs_run", "epoch_kept", "best_val_loss", "best_val_auc", "train_rows",
-                "validation_rows", "batch_size", "lr", "precision", "seconds")
-        out["training"] = {k: training[k] for k in keep if k in training}
-    shown = {"name", "arch", "initialisation", "code_commit", "input", "model", "data",
-             "pairing_rule", "operating_point", "test_metrics", "training"}
-    other = {k: v for k, v in card.items() if k not in shown}
-    if other:
-        out["other"] = other
-    return out
-
-
-#: Output columns of ``predictions.csv`` / keys of a card's test metrics, as the pages name them.
-OUTPUT_NAMES = {
-    "p_dlum": "DL-UM (fused)",
-    "p_dlu": "DL-U (US only model)",
-    "p_dlm": "DL-M (MG only model)",
-    "p_us_head": "DL-UM US branch head",
-    "p_mg_head": "DL-UM MG branch head",
-}
-
-
-def test_metrics_table(metrics: Any) -> list[dict[str, Any]] | None:
-    """Rows (subgroup, output, n, AUC [95% CI], sensitivity, specificity) of a card's
-    ``test_metrics`` laid out as ``{subgroup: {n, malignant, benign, <output>: {auc, auc_ci,
-    sensitivity, sensitivity_ci, specificity, specificity_ci}}}``; None for any other layout.
-    """
-    if not isinstance(metrics, dict):
-        return None
-    rows: list[dict[str, Any]] = []
-    for subgroup, block in metrics.items():
-        if not isinstance(block, dict):
-            return None
-        counts = ", ".join(f"{block[k]} {k}" for k in ("malignant", "benign") if k in block)
-        for output, values in block.items():
-            if not (isinstance(values, dict) and "auc" in values):
-                continue
-            rows.append({
-                "subgroup": str(subgroup),
-                "output": OUTPUT_NAMES.get(output, output),
-                "cases": f"{block.get('n', '')}" + (f" ({counts})" if counts else ""),
-                "AUC [95% CI]": _with_ci(values.get("auc"), values.get("auc_ci"), ".3f"),
-                "sensitivity [95% CI]": _with_ci(values.get("sensitivity"),
-                                                 values.get("sensitivity_ci"), ".1%"),
-                "specificity [95% CI]": _with_ci(values.get("specificity"),
-                                                 values.get("specificity_ci"), ".1%"),
-            })
-    return rows or None
-
-
-def _with_ci(value: Any, ci: Any, fmt: str) -> str:
-    try:
-        text = format(float(value), fmt)
-    except (TypeError, ValueError):
-        return ""
-    if isinstance(ci, (list, tuple)) and len(ci) == 2:
-        try:
-            text += f" [{format(float(ci[0]), fmt)}, {format(float(ci[1]), fmt)}]"
-        except (TypeError, ValueError):
-            pass
-    return text
-
-
-def card_table(section: Any) -> list[dict[str, str]]:
-    """Rows ``{"item", "value"}`` for one card section; nested keys joined with " · "."""
-    rows: list[dict[str, str]] = []
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix} · {key}" if prefix else str(key), sub)
-        else:
-            rows.append({"item": prefix.replace("_", " "), "value": _format_value(value)})
-
-    walk("", section)
-    return rows
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return "[" + ", ".join(_format_value(v) for v in value) + "]"
-        return ", ".join(_format_value(v) for v in value)
-    return str(value)
-
-
 # --------------------------------------------------------------------------------------- errors
-def show_error(exc: BaseException, *, container: Any = None) -> None:
+#: Problems of a table listed on a page; the rest are counted and offered as a download.
+SHOWN_PROBLEMS = 20
+
+
+def show_error(exc: BaseException, *, container: Any = None, key: str = "problems") -> None:
     """Show an error as a message for a person (``st.error``), never as a traceback.
 
-    dlum's own errors carry a message meant for the user; a CohortError lists every problem.
+    dlum's own errors carry a message meant for the user; a CohortError shows its first
+    :data:`SHOWN_PROBLEMS` problems, the count of the rest, and the full list as a CSV download.
     Anything else is logged on the server and reported in one line.
     """
     target = container if container is not None else st
     if isinstance(exc, CohortError):
+        from dlum.tables import csv_bytes, problems_frame
+
         head = f"**{exc.source}**: " if exc.source else ""
-        items = "\n".join(f"- {p}" for p in exc.problems)
-        target.error(f"{head}{len(exc.problems)} problem(s) in the table:\n\n{items}",
+        items = "\n".join(f"- {p}" for p in exc.problems[:SHOWN_PROBLEMS])
+        rest = exc.count - min(len(exc.problems), SHOWN_PROBLEMS)
+        more = f"\n\n… and {rest} more problem(s)." if rest > 0 else ""
+        target.error(f"{head}{exc.count} problem(s) in the table:\n\n{items}{more}",
                      icon=":material/error:")
+        if rest > 0:
+            note = (f" (the first {len(exc.problems)}; {exc.more} more were counted, not listed)"
+                    if exc.more else "")
+            target.download_button(f"Download all problems (CSV){note}",
+                                   csv_bytes(problems_frame(exc)),
+                                   file_name="problems.csv", mime="text/csv", on_click="ignore",
+                                   key=f"download_{key}", icon=":material/download:")
     elif isinstance(exc, DLUMError):
         target.error(str(exc), icon=":material/error:")
     else:
@@ -378,163 +262,18 @@ def data_dir() -> Path | None:
     return default_data_dir()
 
 
-@dataclass(frozen=True)
-class ExampleCase:
-    """One ready-made case for the Case Review page.
-
-    ``kind`` is :data:`PHANTOM` or :data:`PSEUDO_PAIR`; ``label`` the pathology (1 = malignant)
-    when known; ``us`` / ``mg`` are image paths (pseudo-pairs) or None (phantoms, generated).
-    """
-
-    key: str
-    title: str
-    kind: str
-    description: str
-    label: int | None = None
-    us_birads: int | None = None
-    mg_birads: int | None = None
-    us: str | None = None
-    mg: str | None = None
-    us_box: tuple[int, int, int, int] | None = None
-    mg_box: tuple[int, int, int, int] | None = None
-    seed: int | None = None
-
-    @property
-    def pathology(self) -> str:
-        return {0: "benign", 1: "malignant"}.get(self.label, "unknown")
-
-
-#: Phantom examples: (seed, malignant).
-_PHANTOMS = ((11, False), (12, True), (13, False), (14, True))
-
-
-def _phantom_cases() -> list[ExampleCase]:
-    try:
-        from dlum.data.synthetic import make_phantom_case
-    except ImportError:  # pragma: no cover - the generator ships with dlum
-        return []
-    cases = []
-    for number, (seed, malignant) in enumerate(_PHANTOMS, start=1):
-        case = make_phantom_case(seed, malignant)
-        pathology = "malignant" if malignant else "benign"
-        cases.append(ExampleCase(
-            key=f"phantom-{seed}",
-            title=f"Phantom {number} ({pathology}) · {PHANTOM}",
-            kind=PHANTOM,
-            description=(
-                f"A generated {PHANTOM}, not a patient: an ultrasound-like and a "
-                f"mammography-like image of a {pathology}-looking lesion, made by dlum for tests "
-                "and demonstrations."
-            ),
-            label=int(malignant),
-            us_birads=_int_or_none(case.get("us_birads")),
-            mg_birads=_int_or_none(case.get("mg_birads")),
-            us_box=_box_or_none(case.get("us_box")),
-            mg_box=_box_or_none(case.get("mg_box")),
-            seed=seed,
-        ))
-    return cases
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _box_or_none(box: Any) -> tuple[int, int, int, int] | None:
-    if box is None:
-        return None
-    try:
-        values = tuple(int(round(float(v))) for v in box)
-    except (TypeError, ValueError):
-        return None
-    return values if len(values) == 4 else None  # type: ignore[return-value]
-
-
-def _pseudo_pairs(root: Path) -> list[ExampleCase]:
-    """A few BUS-BRA + mini-MIAS pseudo-pairs of the same pathology (fixed choice, no RNG)."""
-    from dlum.data.public import read_busbra, read_mias
-
-    us = read_busbra(root)
-    mg = read_mias(root)
-    mg = mg[mg[["x0", "y0", "x1", "y1"]].notna().all(axis=1)]
-    # (pathology, US BI-RADS wanted, MG abnormality wanted)
-    wanted = ((1, 5, "SPIC"), (0, 3, "CIRC"), (0, 4, "CIRC"), (1, 4, "CIRC"))
-    cases: list[ExampleCase] = []
-    used_us: set[str] = set()
-    used_mg: set[str] = set()
-    for number, (label, birads, abnormality) in enumerate(wanted, start=1):
-        u = us[(us["label"] == label) & (us["birads"] == birads) & ~us["lesion_id"].isin(used_us)]
-        m = mg[(mg["label"] == label) & (mg["abnormality"] == abnormality)
-               & ~mg["film"].isin(used_mg)]
-        if u.empty or m.empty:
-            continue
-        u, m = u.iloc[0], m.iloc[0]
-        used_us.add(u["lesion_id"])
-        used_mg.add(m["film"])
-        pathology = "malignant" if label else "benign"
-        cases.append(ExampleCase(
-            key=f"pseudo-{u['lesion_id']}-{m['lesion_id']}",
-            title=(f"Pseudo-pair {number} ({pathology}) · {u['lesion_id']} + {m['film']} · "
-                   f"{PSEUDO_PAIR}, different women"),
-            kind=PSEUDO_PAIR,
-            description=(
-                f"BUS-BRA ultrasound {u['lesion_id']} (reported BI-RADS "
-                f"{birads}) and mini-MIAS mammogram {m['film']} ({m['kind'].replace('_', ' ')}) "
-                f"— two DIFFERENT women whose lesions are both {pathology} at pathology. "
-                "mini-MIAS gives no BI-RADS. For exercising the software only."
-            ),
-            label=int(label),
-            us_birads=int(birads),
-            mg_birads=None,
-            us=str(u["image"]),
-            mg=str(m["image"]),
-            us_box=tuple(int(v) for v in u[["x0", "y0", "x1", "y1"]]),  # type: ignore[arg-type]
-            mg_box=tuple(int(v) for v in m[["x0", "y0", "x1", "y1"]]),  # type: ignore[arg-type]
-        ))
-    return cases
-
-
 @st.cache_data(show_spinner=False, ttl=3600)
 def example_catalogue(root: str | None = "auto") -> list[ExampleCase]:
-    """Phantoms first, then public pseudo-pairs when the public data folder is present.
-
-    ``root="auto"`` looks the folder up (:func:`data_dir`); ``None`` gives phantoms only.
-    """
-    cases = _phantom_cases()
+    """:func:`dlum.data.examples.example_catalogue` (phantoms, then public test-split
+    pseudo-pairs of the loaded checkpoint), cached; ``root=None`` gives phantoms only."""
     folder = data_dir() if root == "auto" else (Path(root) if root else None)
-    if folder is not None:
-        try:
-            cases += _pseudo_pairs(folder)
-        except DLUMError as exc:  # an incomplete data folder only removes the real examples
-            log.warning("public examples unavailable: %s", exc)
-    return cases
+    return examples.example_catalogue(folder, checkpoint_dir())
 
 
 @st.cache_data(show_spinner=False, max_entries=8, ttl=3600)
 def load_example(case: ExampleCase) -> dict[str, Any]:
-    """The example's images: ``{us, mg: float32 arrays, us_box, mg_box, us_name, mg_name}``."""
-    if case.kind == PHANTOM:
-        from dlum.data.synthetic import make_phantom_case
-
-        made = make_phantom_case(case.seed, bool(case.label))
-        images: dict[str, np.ndarray] = {US: made["us"], MG: made["mg"]}
-        names = {m: f"{case.key}-{m}.png" for m in (US, MG)}
-    else:
-        from dlum.data.io import read_image
-
-        images = {US: read_image(case.us), MG: read_image(case.mg)}
-        names = {US: Path(case.us).name, MG: Path(case.mg).name}
-    import numpy as np
-
-    out: dict[str, Any] = {}
-    for m in (US, MG):
-        out[m] = np.asarray(images[m], dtype=np.float32)
-        out[f"{m}_name"] = names[m]
-        out[f"{m}_box"] = case.us_box if m == US else case.mg_box
-    return out
+    """:func:`dlum.data.examples.load_example`, cached."""
+    return examples.load_example(case)
 
 
 def modality_name(modality: str) -> str:

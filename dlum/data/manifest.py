@@ -15,7 +15,8 @@ modalities. A cohort table is a CSV with exactly these columns (:data:`COLUMNS`)
   are left out of the study, as in the paper, and counted (``df.attrs["excluded"]``); an empty
   BI-RADS is allowed and makes the case's subgroup ``undetermined``.
 * ``pairing``: ``same_patient`` (both images of one lesion of one woman) or ``pseudo``.
-* ``split``: ``train``, ``validation`` or ``test``.
+* ``split``: ``train``, ``validation``, ``test`` or ``external`` (a second centre, as the
+  paper's external test set: held out like ``test``).
 * ``source``: free text naming where the case comes from; ``synthetic-phantom`` marks generated
   phantoms (:mod:`dlum.data.synthetic`), which may not share a table with real cases.
 
@@ -26,12 +27,15 @@ out of a hand-written table; they then take :data:`DEFAULTS` (no ROI = whole ima
 ``subgroup`` (concordant / discordant / undetermined) is derived from the two BI-RADS, never
 typed in: discordant when one modality says 4-5 (biopsy) and the other 2-3 (follow-up).
 
-:func:`read_cohort` checks the whole table and raises one :class:`~dlum.errors.CohortError`
-listing every problem, each with its data row (1 = the first row under the header) and column.
+The columns are declared once, as :data:`COHORT_SCHEMA` (a :class:`dlum.tables.Schema`;
+:func:`cohort_schema_markdown` renders it for the documentation). :func:`read_cohort` reads the
+table with :func:`dlum.tables.read_table`, adds the checks that span columns (an ROI's four
+corners, phantoms beside real cases, image files) and raises one
+:class:`~dlum.errors.CohortError` listing every problem, each with its data row (1 = the first
+row under the header, with its file line), column and value.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
@@ -43,6 +47,7 @@ from typing import IO, Union
 import numpy as np
 import pandas as pd
 
+from dlum import tables
 from dlum.constants import (
     BIRADS_LEVELS,
     BIRADS_SUSPICIOUS,
@@ -59,15 +64,18 @@ from dlum.constants import (
     VALIDATION,
 )
 from dlum.errors import CohortError, InputError
+from dlum.tables import Column, Problems, Schema, choice, read_table, source_name
 
 __all__ = [
     "BOX_COLUMNS",
+    "COHORT_SCHEMA",
     "COLUMNS",
     "DEFAULTS",
     "EXCLUDED_BIRADS",
     "REPORTED",
     "REQUIRED_COLUMNS",
     "case_box",
+    "cohort_schema_markdown",
     "cohort_summary",
     "derive_subgroup",
     "parse_birads",
@@ -111,13 +119,9 @@ DEFAULTS = {"pairing": SAME_PATIENT, "source": "", "split": TEST}
 #: BI-RADS categories left out of the study (incomplete, negative, known cancer), with a count.
 EXCLUDED_BIRADS = (0, 1, 6)
 
-_SPLIT_ALIASES = {
-    TRAIN: TRAIN, "training": TRAIN,
-    VALIDATION: VALIDATION, "val": VALIDATION, "valid": VALIDATION, "dev": VALIDATION,
-    TEST: TEST, "testing": TEST,
-}
-_PAIRING_ALIASES = {p: p for p in PAIRINGS} | {"same-patient": SAME_PATIENT, "same patient": SAME_PATIENT}
-_LABELS = {"benign": 0, "0": 0, "malignant": 1, "1": 1}
+_SPLIT_ALIASES = {"training": TRAIN, "val": VALIDATION, "valid": VALIDATION, "dev": VALIDATION,
+                  "testing": TEST}
+_PAIRING_ALIASES = {"same-patient": SAME_PATIENT, "same patient": SAME_PATIENT}
 _BIRADS_TEXT = re.compile(r"^(?:bi-?rads\s*)?([0-6])([abc])?$", re.IGNORECASE)
 
 TableSource = Union[str, os.PathLike, IO[str], IO[bytes]]
@@ -138,19 +142,12 @@ def _blank(value: object) -> bool:
 
 
 def parse_label(value: object) -> int:
-    """``benign``/``malignant``/``0``/``1`` (any case) as 0/1; ``ValueError`` otherwise."""
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (int, np.integer, float, np.floating)) and not _blank(value):
-        if float(value) in (0.0, 1.0):
-            return int(value)
-        raise ValueError(f"{value!r} is not benign/malignant/0/1")
-    text = "" if _blank(value) else str(value).strip().lower()
-    if text in ("0.0", "1.0"):
-        text = text[0]
-    if text not in _LABELS:
-        raise ValueError(f"{value!r} is not benign/malignant/0/1")
-    return _LABELS[text]
+    """``benign``/``malignant``/``0``/``1`` (any case) as 0/1; ``ValueError`` otherwise
+    (:func:`dlum.tables.parse_label`, taking NumPy scalars too)."""
+    try:
+        return tables.parse_label(value.item() if isinstance(value, np.generic) else value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not benign/malignant/0/1") from None
 
 
 def parse_birads(value: object) -> int | None:
@@ -228,30 +225,83 @@ def case_box(row, modality: str) -> tuple[int, int, int, int] | None:
 
 
 # -------------------------------------------------------------------------------------- reading
-def _read_table(source: TableSource, label: str) -> pd.DataFrame:
+_NOT_BIRADS = "not a BI-RADS category (2, 3, 4, 4a, 4b, 4c or 5)"
+
+
+def _birads_cell(text: str) -> float:
+    """A non-empty BI-RADS cell as a float 0-6 (the exclusion of 0, 1, 6 comes later)."""
     try:
-        if isinstance(source, (bytes, bytearray)):
-            source = io.BytesIO(bytes(source))
-        table = pd.read_csv(
-            source,
-            dtype=str,
-            keep_default_na=False,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-        )
-    except FileNotFoundError:
-        raise CohortError(["the table file was not found"], label) from None
-    except IsADirectoryError:
-        raise CohortError(["is a folder, not a CSV table"], label) from None
-    except pd.errors.EmptyDataError:
-        raise CohortError(["the table is empty (no header, no rows)"], label) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
-        raise CohortError([f"not a readable CSV table ({err})"], label) from None
-    return table
+        return float(parse_birads(text))  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(_NOT_BIRADS) from None
 
 
-def _normalise_header(name: object) -> str:
-    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+def _coordinate(text: str) -> float:
+    """A non-empty ROI cell: a finite number of pixels."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("not a number (an ROI corner in pixels)") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number (an ROI corner in pixels)")
+    return number
+
+
+_CORNERS = {"x0": "left edge", "y0": "top edge", "x1": "right edge (exclusive)",
+            "y1": "bottom edge (exclusive)"}
+
+#: The cohort table as a :class:`~dlum.tables.Schema` (``COHORT_SCHEMA.markdown()`` for docs).
+COHORT_SCHEMA = Schema("cohort table", (
+    Column("case_id", required=True, needed=True, unique=True,
+           doc="one lesion; unique in the table"),
+    Column("patient_id", required=True, needed=True, doc="the woman; several cases may share one"),
+    Column("us_image", required=True, needed=True,
+           doc="ultrasound image, absolute or relative to the table's folder"),
+    Column("mg_image", required=True, needed=True,
+           doc="mammography image, absolute or relative to the table's folder"),
+    *(Column(c, parse=_coordinate,
+             doc=f"{m.upper()} ROI {_CORNERS[c[-2:]]} in pixels; all four empty = whole image")
+      for m in MODALITIES for c in BOX_COLUMNS[m]),
+    Column("label", parse=tables.parse_label, required=True, needed=True,
+           doc="pathology: `benign`/`malignant` or `0`/`1`"),
+    *(Column(f"{m}_birads", parse=_birads_cell,
+             doc=f"{m.upper()} BI-RADS 2-5 (`4a`/`4b`/`4c` = 4); 0, 1, 6: row left out; "
+                 "empty: subgroup undetermined")
+      for m in MODALITIES),
+    *(Column(f"{m}_birads_source",
+             doc=f"where the {m.upper()} BI-RADS comes from; empty = `{REPORTED}` when given")
+      for m in MODALITIES),
+    Column("pairing", parse=choice(PAIRINGS, _PAIRING_ALIASES), default=DEFAULTS["pairing"],
+           doc="`same_patient` (one lesion of one woman) or `pseudo`"),
+    Column("source", doc=f"where the case comes from; `{SYNTHETIC_SOURCE}` marks phantoms"),
+    Column("split", parse=choice(SPLITS, _SPLIT_ALIASES), default=DEFAULTS["split"],
+           doc="`train`, `validation`, `test` or `external` (a second centre)"),
+), notes=(
+    "An ROI's four cells are given together or left empty together; x0 < x1, y0 < y1, >= 0, "
+    "inside the image.",
+    "Rows whose US or MG BI-RADS is 0, 1 or 6 are left out of the study and counted.",
+    f"Phantom rows (source `{SYNTHETIC_SOURCE}`) never share a table with real cases.",
+    "A `subgroup` column is ignored: it is derived from the two BI-RADS.",
+))
+
+
+def cohort_schema_markdown() -> str:
+    """The cohort table's columns and rules as Markdown, for the documentation."""
+    return COHORT_SCHEMA.markdown() + "\n\n" + "\n".join(f"* {n}" for n in COHORT_SCHEMA.notes)
+
+
+class _Found(Problems):
+    """Problems that also remember every cell they name (past the listing bound too), so that a
+    cross-column check does not report a cell the schema already did."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: set[tuple[int | None, str | None]] = set()
+
+    def add(self, what: str, row: int | None = None, column: str | None = None,
+            value: object = None) -> None:
+        self.cells.add((row, column))
+        super().add(what, row, column, value)
 
 
 def _resolve(path_text: str, base: Path) -> str:
@@ -268,7 +318,7 @@ def read_cohort(
     base_dir: str | os.PathLike | None = None,
     name: str | None = None,
 ) -> pd.DataFrame:
-    """Read and validate a cohort table (see the module docstring for the schema).
+    """Read and validate a cohort table (:data:`COHORT_SCHEMA`; see the module docstring).
 
     Args:
         source: path of a CSV file, or an open text/binary buffer holding one.
@@ -285,257 +335,140 @@ def read_cohort(
         ``excluded_rows`` (their data-row numbers), ``source``.
 
     Raises:
-        CohortError: every problem found, each with its data row (1 = first row under the header)
-            and column.
+        CohortError: every problem found (up to :data:`dlum.tables.MAX_PROBLEMS`, then counted),
+            each with its data row (1 = first row under the header), column and value.
 
+    >>> import io
     >>> df = read_cohort(io.StringIO("case_id,patient_id,us_image,mg_image,label\\n"
     ...                              "c1,p1,us.png,mg.png,malignant\\n"), check_images=False)
     >>> int(df.loc[0, "label"]), df.loc[0, "subgroup"], df.loc[0, "split"]
     (1, 'undetermined', 'test')
     """
-    if isinstance(source, (str, os.PathLike)):
-        label = name or os.fspath(source)
-        base = Path(base_dir) if base_dir is not None else Path(os.path.abspath(source)).parent
+    label = name or source_name(source, COHORT_SCHEMA.title)
+    if base_dir is not None:
+        base = Path(base_dir)
+    elif isinstance(source, (str, os.PathLike)):
+        base = Path(os.path.abspath(source)).parent
     else:
-        label = name or getattr(source, "name", None) or "cohort table"
-        base = Path(base_dir) if base_dir is not None else Path.cwd()
-    table = _read_table(source, label)
-
-    problems: list[str] = []
-    header = [_normalise_header(c) for c in table.columns]
-    seen: dict[str, int] = {}
-    for h in header:
-        seen[h] = seen.get(h, 0) + 1
-    for h, count in seen.items():
-        if count > 1:
-            problems.append(f"column {h!r} appears {count} times in the header")
-    table.columns = header
-    table = table.loc[:, ~pd.Index(header).duplicated()]
-
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    for c in missing:
-        problems.append(f"column {c!r} is missing (required: {', '.join(REQUIRED_COLUMNS)})")
-    for m, cols in BOX_COLUMNS.items():
-        present = [c for c in cols if c in table.columns]
-        if present and len(present) < 4:
-            absent = [c for c in cols if c not in table.columns]
-            problems.append(
-                f"ROI columns come in fours: {', '.join(present)} given but "
-                f"{', '.join(absent)} missing"
-            )
+        base = Path.cwd()
+    problems = _Found()
+    table = read_table(source, COHORT_SCHEMA, name=label, problems=problems)
     if "subgroup" in table.columns:
-        warnings.warn(
-            f"{label}: the 'subgroup' column is ignored; it is derived from us_birads and mg_birads",
-            stacklevel=2,
-        )
+        warnings.warn(f"{label}: the 'subgroup' column is ignored; it is derived from us_birads "
+                      "and mg_birads", stacklevel=2)
         table = table.drop(columns="subgroup")
-    if len(table) == 0:
-        problems.append("the table has a header but no rows")
-        raise CohortError(problems, label)
-
-    def cells(column: str) -> list[str]:
-        return list(table[column]) if column in table.columns else [""] * len(table)
-
-    n = len(table)
-    rows = range(1, n + 1)  # data-row numbers: 1 = first row under the header
-    out = pd.DataFrame(index=range(n))
-    excluded: set[int] = set()
-
-    # identifiers
-    for column in ("case_id", "patient_id"):
-        values = [str(v).strip() for v in cells(column)]
-        if column in table.columns:
-            for r, v in zip(rows, values):
-                if not v:
-                    problems.append(f"{_row(r)}, column {column!r}: empty")
-        out[column] = values
-    if "case_id" in table.columns:
-        ids = pd.Series(out["case_id"])
-        for value, group in ids[(ids != "") & ids.duplicated(keep=False)].groupby(ids):
-            where = ", ".join(str(i + 1) for i in group.index)
-            problems.append(f"column 'case_id': {value!r} appears on data rows {where}")
-
-    # label
-    labels = []
-    for r, v in zip(rows, cells("label")):
-        try:
-            labels.append(parse_label(v))
-        except ValueError:
-            labels.append(-1)
-            if "label" in table.columns:
-                problems.append(
-                    f"{_row(r)}, column 'label': {v!r} is not benign/malignant/0/1"
-                )
-    out["label"] = np.asarray(labels, dtype=np.int64)
-
-    # BI-RADS and their sources
     for m in MODALITIES:
-        column = f"{m}_birads"
-        levels: list[float] = []
-        for r, v in zip(rows, cells(column)):
-            try:
-                level = parse_birads(v)
-            except ValueError as err:
-                problems.append(f"{_row(r)}, column {column!r}: {err}")
-                level = None
-            if level in EXCLUDED_BIRADS:
-                excluded.add(r)
-            levels.append(np.nan if level is None else float(level))
-        out[column] = np.asarray(levels, dtype=np.float64)
-        src_col = f"{m}_birads_source"
-        out[src_col] = [
-            str(s).strip() if not _blank(s) else (REPORTED if not math.isnan(b) else "")
-            for s, b in zip(cells(src_col), levels)
-        ]
+        for c in (*BOX_COLUMNS[m], f"{m}_birads"):
+            table[c] = table[c].astype(np.float64)
+        table[f"{m}_birads_source"] = [
+            s if not _blank(s) else "" if math.isnan(b) else REPORTED
+            for s, b in zip(table[f"{m}_birads_source"], table[f"{m}_birads"])]
+    table["source"] = ["" if _blank(v) else v for v in table["source"]]
+    excluded = [int(r) for r in table.index[_excluded(table)]]
+    boxes = {m: _check_boxes(table, m, problems) for m in MODALITIES}
+    _check_phantoms(table, problems)
+    if check_images:
+        _check_images(table, base, boxes, set(excluded), problems)
+    problems.raise_if_any(label)
 
-    # categorical columns
-    for column, allowed in (("pairing", _PAIRING_ALIASES), ("split", _SPLIT_ALIASES)):
-        values = []
-        for r, v in zip(rows, cells(column)):
-            text = "" if _blank(v) else str(v).strip().lower()
-            if not text:
-                values.append(DEFAULTS[column])
-            elif text in allowed:
-                values.append(allowed[text])
-            else:
-                choices = PAIRINGS if column == "pairing" else SPLITS
-                problems.append(
-                    f"{_row(r)}, column {column!r}: {v!r} is not one of {', '.join(choices)}"
-                )
-                values.append("")
-        out[column] = values
-    out["source"] = [("" if _blank(v) else str(v).strip()) for v in cells("source")]
-    synthetic = [s.lower() == SYNTHETIC_SOURCE for s in out["source"]]
-    if any(synthetic) and not all(synthetic):
-        problems.append(
-            f"column 'source': {sum(synthetic)} synthetic phantom row(s) ({SYNTHETIC_SOURCE!r}) "
-            f"mixed with {len(synthetic) - sum(synthetic)} real case(s); phantoms never share a "
-            "table (or a metric) with real cases: keep them in separate tables"
-        )
-
-    # images and ROI boxes
-    sizes: dict[str, tuple[int, int] | str] = {}
     for m in MODALITIES:
-        img_col = f"{m}_image"
-        paths = []
-        for r, v in zip(rows, cells(img_col)):
-            if _blank(v):
-                if img_col in table.columns:
-                    problems.append(f"{_row(r)}, column {img_col!r}: empty")
-                paths.append("")
-            else:
-                paths.append(_resolve(str(v), base))
-        out[img_col] = paths
-        box_values = {c: cells(c) for c in BOX_COLUMNS[m]}
-        numbers = {c: np.full(n, np.nan) for c in BOX_COLUMNS[m]}
-        for i, r in enumerate(rows):
-            raw = [box_values[c][i] for c in BOX_COLUMNS[m]]
-            blank = [_blank(v) for v in raw]
-            if all(blank):
-                box = None
-            elif any(blank):
-                empty = [c for c, b in zip(BOX_COLUMNS[m], blank) if b]
-                problems.append(
-                    f"{_row(r)}, columns {', '.join(empty)}: empty while the rest of the "
-                    f"{m.upper()} ROI is given (leave all four empty for the whole image)"
-                )
-                box = None
-            else:
-                box, bad = [], []
-                for c, v in zip(BOX_COLUMNS[m], raw):
-                    try:
-                        number = float(str(v).strip())
-                        if not math.isfinite(number):
-                            raise ValueError
-                        box.append(number)
-                    except ValueError:
-                        bad.append(f"{c}={v!r}")
-                if bad:
-                    problems.append(f"{_row(r)}: ROI value not a number: {', '.join(bad)}")
-                    box = None
-                else:
-                    x0, y0, x1, y1 = box
-                    if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
-                        problems.append(
-                            f"{_row(r)}, columns {', '.join(BOX_COLUMNS[m])}: the "
-                            f"{m.upper()} ROI ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty, inverted "
-                            "or negative (x0 < x1, y0 < y1, both >= 0 expected)"
-                        )
-                        box = None
-                    else:
-                        for c, value in zip(BOX_COLUMNS[m], box):
-                            numbers[c][i] = value
-            path = paths[i]
-            if not check_images or not path or r in excluded:
-                continue
-            if path not in sizes:
-                if not os.path.isfile(path):
-                    sizes[path] = "file not found" if not os.path.exists(path) else "not a file"
-                else:
-                    try:
-                        sizes[path] = _image_size(path)
-                    except InputError as err:
-                        sizes[path] = err.problem
-            size = sizes[path]
-            if isinstance(size, str):
-                problems.append(f"{_row(r)}, column {img_col!r}: {size}: {path}")
-            elif box is not None:
-                height, width = size
-                x0, y0, x1, y1 = box
-                if x1 > width or y1 > height:
-                    problems.append(
-                        f"{_row(r)}, columns {', '.join(BOX_COLUMNS[m])}: the {m.upper()} ROI "
-                        f"({x0:g}, {y0:g}, {x1:g}, {y1:g}) runs outside the image "
-                        f"({width} wide, {height} high): {os.path.basename(path)}"
-                    )
-        for c in BOX_COLUMNS[m]:
-            out[c] = numbers[c]
-
-    if problems:
-        raise CohortError(_by_row(problems), label)
-
-    extra = [c for c in table.columns if c not in COLUMNS]
-    for c in extra:
-        out[c] = list(table[c])
-    out = out[list(COLUMNS) + extra]
-    out["subgroup"] = derive_subgroup(out["us_birads"], out["mg_birads"])
-    keep = [r not in excluded for r in rows]
-    out = out.loc[keep].reset_index(drop=True)
+        table[f"{m}_image"] = ["" if _blank(v) else _resolve(v, base) for v in table[f"{m}_image"]]
+    table["label"] = table["label"].astype(np.int64)
+    table["subgroup"] = derive_subgroup(table["us_birads"], table["mg_birads"])
+    out = table.drop(index=excluded).reset_index(drop=True)
     if excluded:
         warnings.warn(
             f"{label}: {len(excluded)} row(s) with BI-RADS 0, 1 or 6 left out of the cohort "
-            f"(data rows {', '.join(str(r) for r in sorted(excluded)[:20])}"
-            f"{' …' if len(excluded) > 20 else ''})",
+            f"(data rows {', '.join(map(str, excluded[:20]))}{' …' if len(excluded) > 20 else ''})",
             stacklevel=2,
         )
     if out.empty:
         raise CohortError(["no rows left once BI-RADS 0, 1 and 6 rows are excluded"], label)
-    out.attrs["excluded"] = len(excluded)
-    out.attrs["excluded_rows"] = sorted(excluded)
-    out.attrs["source"] = label
+    out.attrs = {"excluded": len(excluded), "excluded_rows": excluded, "source": label}
     return out
 
 
-def _row(r: int) -> str:
-    """How a problem names its row: the data row (1 = first under the header) and file line."""
-    return f"data row {r} (file line {r + 1})"
+def _excluded(table: pd.DataFrame) -> pd.Series:
+    """Rows left out of the study: US or MG BI-RADS 0, 1 or 6."""
+    return table["us_birads"].isin(EXCLUDED_BIRADS) | table["mg_birads"].isin(EXCLUDED_BIRADS)
 
 
-def _by_row(problems: list[str]) -> list[str]:
-    """Table-wide problems first, then by data row (stable within a row)."""
+def _check_boxes(table: pd.DataFrame, m: str, problems: _Found) -> dict[int, tuple]:
+    """Each row's ``m`` ROI: four cells or none, non-empty, not inverted, not negative. Returns
+    the valid boxes by data row (rows without one: whole image, or already reported)."""
+    cols = BOX_COLUMNS[m]
+    flagged = {column for _, column in problems.cells}
+    unused = [c for c in cols if table[c].isna().all() and c not in flagged]
+    if unused and len(unused) < 4:
+        problems.add(f"ROI columns come in fours: {', '.join(c for c in cols if c not in unused)} "
+                     f"given but {', '.join(unused)} absent or empty on every row (give all "
+                     "four, or none for the whole image)")
+        return {}
+    boxes: dict[int, tuple] = {}
+    for r, *box in table[list(cols)].itertuples():
+        if any((r, c) in problems.cells for c in cols):
+            continue  # a cell that is not a number: reported by the schema
+        empty = [c for c, v in zip(cols, box) if math.isnan(v)]
+        if len(empty) == 4:
+            continue
+        if empty:
+            problems.add(f"{', '.join(empty)} empty while the rest of the {m.upper()} ROI is "
+                         "given (leave all four empty for the whole image)", r)
+            continue
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
+            problems.add(f"the {m.upper()} ROI {', '.join(cols)} = ({x0:g}, {y0:g}, {x1:g}, "
+                         f"{y1:g}) is empty, inverted or negative (x0 < x1, y0 < y1, both >= 0 "
+                         "expected)", r)
+            continue
+        boxes[r] = (x0, y0, x1, y1)
+    return boxes
 
-    def row(problem: str) -> int:
-        match = re.match(r"data row (\d+)", problem)
-        return int(match.group(1)) if match else 0
 
-    return sorted(problems, key=row)
+def _check_phantoms(table: pd.DataFrame, problems: Problems) -> None:
+    """Synthetic phantoms never share a table (or a metric) with real cases."""
+    synthetic = sum(s.lower() == SYNTHETIC_SOURCE for s in table["source"])
+    if 0 < synthetic < len(table):
+        problems.add(f"{synthetic} synthetic phantom row(s) ({SYNTHETIC_SOURCE!r}) mixed with "
+                     f"{len(table) - synthetic} real case(s); phantoms never share a table (or a "
+                     "metric) with real cases: keep them in separate tables", column="source")
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) from the image header (``dlum.data.io.image_size``)."""
+def _check_images(table: pd.DataFrame, base: Path, boxes: dict[str, dict[int, tuple]],
+                  excluded: set[int], problems: Problems) -> None:
+    """Every image of a kept row is a readable file (paths relative to ``base``), and its ROI
+    lies inside it."""
+    sizes: dict[str, tuple[int, int] | str] = {}
+    for r, us, mg in table[["us_image", "mg_image"]].itertuples():
+        if r in excluded:
+            continue
+        for m, text in zip(MODALITIES, (us, mg)):
+            if _blank(text):
+                continue  # empty cell: reported by the schema
+            path = _resolve(text, base)
+            if path not in sizes:
+                sizes[path] = _image_size(path)
+            size = sizes[path]
+            if isinstance(size, str):
+                problems.add(f"{size}: {path}", r, f"{m}_image", text)
+            elif r in boxes[m]:
+                (height, width), (x0, y0, x1, y1) = size, boxes[m][r]
+                if x1 > width or y1 > height:
+                    problems.add(f"the {m.upper()} ROI {', '.join(BOX_COLUMNS[m])} = ({x0:g}, "
+                                 f"{y0:g}, {x1:g}, {y1:g}) runs outside the image ({width} wide, "
+                                 f"{height} high): {os.path.basename(path)}", r)
+
+
+def _image_size(path: str) -> tuple[int, int] | str:
+    """(height, width) from the image header (``dlum.data.io.image_size``), or what is wrong."""
     from dlum.data.io import image_size
 
-    return image_size(path)
+    if not os.path.isfile(path):
+        return "file not found" if not os.path.exists(path) else "not a file"
+    try:
+        return image_size(path)
+    except InputError as err:
+        return err.problem
 
 
 # -------------------------------------------------------------------------------------- writing

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dlum.constants import BIRADS_LEVELS, PSEUDO, SPLITS
+from dlum.constants import BIRADS_LEVELS, PSEUDO, DEVELOPMENT_SPLITS
 from dlum.data.manifest import COLUMNS, derive_subgroup
 from dlum.data.public import (
     BREAST_LESIONS_USG,
@@ -108,8 +108,8 @@ def split_patients(
     Returns:
         Series indexed like ``lesions`` with the split of each lesion's patient.
     """
-    if len(fractions) != len(SPLITS) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be {len(SPLITS)} numbers summing to 1, got {fractions}")
+    if len(fractions) != len(DEVELOPMENT_SPLITS) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be {len(DEVELOPMENT_SPLITS)} numbers summing to 1, got {fractions}")
     patients = lesions.groupby("patient_id", sort=True).agg(
         malignant=("label", "max"), **{s: (s, "first") for s in strata}
     )
@@ -120,7 +120,7 @@ def split_patients(
         ids = np.array(sorted(group.index))
         rng.shuffle(ids)
         start = 0
-        for name, count in zip(SPLITS, _allocate(len(ids), fractions)):
+        for name, count in zip(DEVELOPMENT_SPLITS, _allocate(len(ids), fractions)):
             split_of.update({pid: name for pid in ids[start : start + count]})
             start += count
     return lesions["patient_id"].map(split_of).rename("split")
@@ -220,7 +220,7 @@ def pair_lesions(us: pd.DataFrame, mg: pd.DataFrame, seed: int = 0) -> pd.DataFr
     """
     rng = np.random.default_rng(seed)
     problems, parts = [], []
-    for split in SPLITS:
+    for split in DEVELOPMENT_SPLITS:
         for label in (0, 1):
             u = us[(us["split"] == split) & (us["label"] == label)].sort_values("lesion_id")
             m = mg[(mg["split"] == split) & (mg["label"] == label)].sort_values("lesion_id")
@@ -262,7 +262,7 @@ def pair_lesions(us: pd.DataFrame, mg: pd.DataFrame, seed: int = 0) -> pd.DataFr
     # Order: by split, then by US lesion (dataset, id): stable whatever the shuffles did.
     cohort["us_lesion_id"] = u["lesion_id"].to_numpy()
     cohort["mg_lesion_id"] = m["lesion_id"].to_numpy()
-    order = cohort["split"].map({s: i for i, s in enumerate(SPLITS)})
+    order = cohort["split"].map({s: i for i, s in enumerate(DEVELOPMENT_SPLITS)})
     cohort = cohort.assign(_order=order, _dataset=u["dataset"].to_numpy())
     cohort = cohort.sort_values(["_order", "_dataset", "us_lesion_id"], kind="stable")
     cohort = cohort.drop(columns=["_order", "_dataset"]).reset_index(drop=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlum.constants import MG, MODALITIES, ROI_EXPANSION, SPLITS
+from dlum.constants import MG, MODALITIES, ROI_EXPANSION, DEVELOPMENT_SPLITS
 from dlum.errors import InputError
 
 __all__ = [
@@ -159,7 +159,7 @@ def prepare(
         split: {
             m: int(checked.loc[checked["split"] == split, f"{m}_image"].nunique()) for m in MODALITIES
         }
-        for split in SPLITS
+        for split in DEVELOPMENT_SPLITS
     }
     notes = lesions.attrs
     summary = {
@@ -168,7 +168,7 @@ def prepare(
         "data_dir": data_dir.name,
         "pairing": "pseudo",
         "pairing_rule": PAIRING_RULE,
-        "split_fractions": dict(zip(SPLITS, SPLIT_FRACTIONS)),
+        "split_fractions": dict(zip(DEVELOPMENT_SPLITS, SPLIT_FRACTIONS)),
         "cases": int(len(checked)),
         "cases_by_split_pathology_subgroup": _counts(labelled, ["split", "pathology", "subgroup"]),
         "lesions_by_modality_dataset_split": _counts(
@@ -226,11 +226,11 @@ def format_summary(summary: dict) -> str:
         index=["split", "pathology"], columns="subgroup", values="n", aggfunc="sum", fill_value=0
     )
     table = table.reindex(
-        pd.MultiIndex.from_product([SPLITS, ["benign", "malignant"]], names=["split", "pathology"]),
+        pd.MultiIndex.from_product([DEVELOPMENT_SPLITS, ["benign", "malignant"]], names=["split", "pathology"]),
         fill_value=0,
     )
     table["total"] = table.sum(axis=1)
-    images = pd.DataFrame(summary["distinct_images_by_split"]).T.reindex(list(SPLITS))
+    images = pd.DataFrame(summary["distinct_images_by_split"]).T.reindex(list(DEVELOPMENT_SPLITS))
     images.columns = [f"distinct {c.upper()} images" for c in images.columns]
     reuse = summary["mg_lesion_reuse"]
     cache = summary["cache"]

@@ -111,14 +111,11 @@ LESION_COLUMNS = (
 
 
 def default_data_dir() -> Path | None:
-    """The public data folder: ``$DLUM_DATA_DIR``, else ``../shared/data`` beside the repository."""
-    env = os.environ.get("DLUM_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return Path(os.path.abspath(candidate))
-    return None
+    """The public data folder: ``$DLUM_DATA_DIR``, else ``../shared/data`` beside the repository
+    (:mod:`dlum.settings`)."""
+    from dlum.settings import read_settings
+
+    return read_settings().data_dir
 
 
 def _dataset_dir(root: str | os.PathLike, dataset: str) -> Path:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from dlum.constants import SAME_PATIENT, SPLITS, SYNTHETIC_SOURCE
+from dlum.constants import SAME_PATIENT, DEVELOPMENT_SPLITS, SYNTHETIC_SOURCE
 
 __all__ = [
     "PHANTOM_BIRADS_SOURCE",
@@ -348,7 +348,7 @@ def make_phantom_cohort(
         idx = np.flatnonzero(labels == label)
         rng.shuffle(idx)
         start = 0
-        for name, count in zip(SPLITS, _allocate(len(idx), fractions)):
+        for name, count in zip(DEVELOPMENT_SPLITS, _allocate(len(idx), fractions)):
             splits[idx[start : start + count]] = name
             start += count
     rows = []

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from dlum.constants import VGG19_BLOCKS, VGG_FILTERS
+from dlum.settings import ALLOW_DOWNLOAD_ENV  # "1" lets the VGG19 weights be downloaded
 
 __all__ = [
     "ALLOW_DOWNLOAD_ENV",
@@ -64,8 +65,6 @@ RANDOM = "random"
 INIT_SOURCES = (TORCHVISION_VGG19, VGG16_DEEPENED, RANDOM)
 IMAGENET_SOURCES = (TORCHVISION_VGG19, VGG16_DEEPENED)
 
-#: Set to "1" to let the torchvision VGG19 weights be downloaded when they are not cached.
-ALLOW_DOWNLOAD_ENV = "DLUM_ALLOW_DOWNLOAD"
 DOWNLOAD_TIMEOUT_S = 10.0
 
 VGG16_BLOCKS = (2, 2, 3, 3, 3)
@@ -252,7 +251,9 @@ def read_torchvision_vgg19(allow_download: bool | None = None) -> list[ConvWeigh
     environment variable ``DLUM_ALLOW_DOWNLOAD`` is "1").
     """
     if allow_download is None:
-        allow_download = os.environ.get(ALLOW_DOWNLOAD_ENV, "0") == "1"
+        from dlum.settings import read_settings
+
+        allow_download = read_settings().allow_download
     path = torchvision_vgg19_cache_path()
     if path.is_file():
         # torchvision's own file, read with weights_only=True (tensors only, no code).

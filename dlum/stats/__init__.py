@@ -4,14 +4,16 @@
   operating thresholds, calibration table.
 - ``proportions``: Wilson / exact (Clopper–Pearson) / continuity-corrected intervals.
 - ``decisions``: sensitivity, specificity, PPV, NPV, biopsy figures, McNemar and chi-square tests.
-- ``agreement``: Cohen's kappa, unweighted or linear/quadratic weighted, over declared levels.
+- ``agreement``: Cohen's kappa, unweighted or linear/quadratic weighted, over declared levels;
+  Landis & Koch wording (``kappa_band``).
 - ``subgroups``: one tidy table per rater and subgroup (all / concordant / discordant).
-- ``tables``: the article's Tables 2-4 as data, with Table 2 recomputed from its counts.
+- ``tables``: the article's Tables 2-4 as data, Tables 2-3 recomputed from their counts, and each
+  printed table beside its recomputation (``published_table2/3/4``).
 """
 from __future__ import annotations
 
-from dlum.stats._validate import DegenerateDataWarning
-from dlum.stats.agreement import Kappa, agreement_table, weighted_kappa
+from dlum.stats._validate import DegenerateDataWarning, collect_notes
+from dlum.stats.agreement import Kappa, agreement_table, kappa_band, weighted_kappa
 from dlum.stats.decisions import (
     BinaryMetrics,
     BiopsyMetrics,
@@ -40,8 +42,12 @@ from dlum.stats.roc import (
 from dlum.stats.subgroups import subgroup_comparisons, subgroup_summary
 from dlum.stats.tables import (
     load_paper_tables,
+    published_table2,
+    published_table3,
+    published_table4,
     recompute_table2,
     recompute_table3,
+    reconstructed_calls,
     table2,
     table3,
     table4,
@@ -67,6 +73,7 @@ __all__ = [
     "calibration_table",
     "proportion",
     "agreement_table",
+    "kappa_band",
     "subgroup_comparisons",
     # the article's tables
     "load_paper_tables",
@@ -75,6 +82,10 @@ __all__ = [
     "table4",
     "recompute_table2",
     "recompute_table3",
+    "reconstructed_calls",
+    "published_table2",
+    "published_table3",
+    "published_table4",
     # result types and the warning category
     "RocAuc",
     "DelongTest",
@@ -87,4 +98,5 @@ __all__ = [
     "Chi2Test",
     "Kappa",
     "DegenerateDataWarning",
+    "collect_notes",
 ]

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
 from dlum.constants import BENIGN, MALIGNANT
 from dlum.errors import InputError
 
-__all__ = ["DegenerateDataWarning", "as_labels", "as_scores", "as_decisions", "same_length", "warn"]
+__all__ = ["DegenerateDataWarning", "collect_notes", "as_labels", "as_scores", "as_decisions", "same_length", "warn"]
 
 #: How many offending rows a message lists before it says "and N more".
 _MAX_LISTED = 10
@@ -17,6 +18,17 @@ _MAX_LISTED = 10
 
 class DegenerateDataWarning(UserWarning):
     """A statistic is undefined for these data (one class only, empty subgroup, ...): it is NaN."""
+
+
+@contextmanager
+def collect_notes(notes: list[str]):
+    """Collect :class:`DegenerateDataWarning` messages raised inside the block into ``notes``
+    (pages and commands show them as notes: they are answers, not errors)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateDataWarning)
+        yield notes
+    notes.extend(dict.fromkeys(str(w.message) for w in caught
+                               if issubclass(w.category, DegenerateDataWarning)))
 
 
 def warn(message: str) -> None:

@@ -9,6 +9,9 @@ its row and column and the linear/quadratic weights keep their spacing.
 
 Weights are agreement weights 1 - |i - j| / (k - 1) (linear; irr "equal", vcd "Equal-Spacing") or
 1 - (|i - j| / (k - 1))^2 (quadratic; irr "squared", vcd "Fleiss-Cohen") over level positions.
+
+``kappa_band`` words a kappa as Landis & Koch (1977) do, as the article's Table 4 footnote reads
+its kappas (Xu et al. 2025).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from dlum.errors import InputError
 from dlum.stats._base import Result, z_for_level
 from dlum.stats._validate import _row_names, same_length, warn
 
-__all__ = ["Kappa", "weighted_kappa", "agreement_table"]
+__all__ = ["Kappa", "weighted_kappa", "agreement_table", "kappa_band"]
 
 _WEIGHTS = {
     None: None, "none": None, "unweighted": None,
@@ -173,3 +176,29 @@ def weighted_kappa(ratings_a, ratings_b, weights: str | None = None, levels=None
     low = max(kappa - zq * se, -1.0)
     high = min(kappa + zq * se, 1.0)
     return Kappa(kappa, se, low, high, se0, z, p, name, lv, as_tuple, n, level)
+
+
+#: Landis & Koch (1977) bands: upper bound (inclusive) -> word; above 0.80 "almost perfect".
+KAPPA_BANDS = ((0.20, "slight"), (0.40, "fair"), (0.60, "moderate"), (0.80, "substantial"))
+
+
+def kappa_band(kappa) -> str:
+    """Landis & Koch's word for a kappa, as the article's Table 4 footnote (Xu et al. 2025):
+    < 0 poor, 0-0.20 slight, 0.21-0.40 fair, 0.41-0.60 moderate, 0.61-0.80 substantial, above 0.80
+    almost perfect; "n/a" for an undefined kappa (None, NaN).
+
+    >>> kappa_band(0.048), kappa_band(0.713), kappa_band(float("nan"))
+    ('slight', 'substantial', 'n/a')
+    """
+    try:
+        value = float(kappa)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(value):
+        return "n/a"
+    if value < 0:
+        return "poor"
+    for upper, word in KAPPA_BANDS:
+        if value <= upper:
+            return word
+    return "almost perfect"

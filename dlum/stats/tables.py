@@ -9,6 +9,11 @@ exactly as printed; the loaders here parse them into tidy tables for the app.
 recommended biopsies, FP = unnecessary biopsies, then FN = malignant - TP and TN = benign - FP with the
 subgroup's malignant/benign split (all 78/79, concordant 49/31, discordant 29/48), and recomputes the
 percentages and AUC = (sensitivity + specificity) / 2 beside the printed values.
+
+``published_table2`` / ``published_table3`` / ``published_table4`` put each printed table beside its
+recomputation by ``dlum.stats`` (Wilson CIs of the reconstructed calls, chi-square tests of the printed
+counts, Landis & Koch wording of the kappas): what the dashboard's Reader Study page and
+``python -m dlum reader-study --published`` show.
 """
 from __future__ import annotations
 
@@ -17,9 +22,13 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from dlum.constants import SUBGROUPS
 from dlum.errors import InputError
+from dlum.stats.agreement import kappa_band
+from dlum.stats.decisions import binary_metrics, chi2_test
 
 __all__ = [
     "PAPER_TABLES_PATH",
@@ -29,6 +38,10 @@ __all__ = [
     "table4",
     "recompute_table2",
     "recompute_table3",
+    "reconstructed_calls",
+    "published_table2",
+    "published_table3",
+    "published_table4",
 ]
 
 #: The transcribed tables (package data).
@@ -200,3 +213,84 @@ def table4() -> pd.DataFrame:
                      "comparison_label": comps[r["comparison"]]["label"], "assisted": bool(r["assisted"]),
                      "kappa": kappa, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------ printed beside recomputed
+def reconstructed_calls(tp: int, fp: int, tn: int, fn: int) -> tuple[np.ndarray, np.ndarray]:
+    """Case-level labels and calls with these confusion counts (the order is irrelevant to every
+    statistic computed on them).
+
+    >>> y, call = reconstructed_calls(2, 1, 3, 1)
+    >>> y.tolist(), call.tolist()
+    ([1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 1, 0, 0, 0])
+    """
+    y = np.array([1] * (tp + fn) + [0] * (fp + tn))
+    pred = np.array([1] * tp + [0] * fn + [1] * fp + [0] * tn)
+    return y, pred
+
+
+def published_table2() -> pd.DataFrame:
+    """Table 2 (Xu et al. 2025) as printed beside its recomputation: :func:`recompute_table2`
+    (percentages and AUC from the counts, ``<quantity>_printed`` / ``<quantity>_recomputed``) and,
+    from :func:`reconstructed_calls`, Wilson CIs of sensitivity and specificity (``binary_metrics``).
+    One row per (subgroup, reader, assisted), in the article's order."""
+    long = recompute_table2()
+    printed = table2().set_index(["subgroup", "reader", "assisted"])
+    keys = ["subgroup", "modality", "reader", "assisted", "tp", "fp", "tn", "fn"]
+    wide = long.pivot_table(index=keys, columns="quantity", values=["printed", "recomputed"],
+                            aggfunc="first")
+    wide.columns = [f"{q}_{kind}" for kind, q in wide.columns]
+    ok = long.groupby(keys)["within_one_unit"].all().rename("all_within_one_unit")
+    wide = wide.join(ok).reset_index()
+    rows = []
+    for _, r in wide.iterrows():
+        y, pred = reconstructed_calls(r["tp"], r["fp"], r["tn"], r["fn"])
+        bm = binary_metrics(y, pred)
+        p = printed.loc[(r["subgroup"], r["reader"], r["assisted"])]
+        rows.append({
+            **r.to_dict(),
+            "auc_ci_printed": f"{p['auc_ci_low']:.3f}–{p['auc_ci_high']:.3f}",
+            "sensitivity_ci_printed": f"{p['sensitivity_ci_low']:.1f}–{p['sensitivity_ci_high']:.1f}",
+            "specificity_ci_printed": f"{p['specificity_ci_low']:.1f}–{p['specificity_ci_high']:.1f}",
+            "sensitivity_wilson_low": 100 * bm.sensitivity.ci_low,
+            "sensitivity_wilson_high": 100 * bm.sensitivity.ci_high,
+            "specificity_wilson_low": 100 * bm.specificity.ci_low,
+            "specificity_wilson_high": 100 * bm.specificity.ci_high,
+            "auc_from_stats": bm.auc,
+        })
+    out = pd.DataFrame(rows)
+    order = {g: i for i, g in enumerate(SUBGROUPS)}
+    readers = list(load_paper_tables()["readers"])
+    out["_s"] = out["subgroup"].map(order)
+    out["_r"] = out["reader"].map({r: i for i, r in enumerate(readers)})
+    return (out.sort_values(["_s", "_r", "assisted"]).drop(columns=["_s", "_r"])
+            .reset_index(drop=True))
+
+
+def published_table3() -> pd.DataFrame:
+    """Table 3 (Xu et al. 2025) as printed beside :func:`recompute_table3` (percentages from the
+    counts, reductions as without - with) and chi-square tests of without vs with DL-UM on the
+    printed counts (``unnecessary_chi2_p``, ``missed_chi2_p``)."""
+    long = recompute_table3()
+    printed = table3()
+    wide = long.pivot_table(index=["subgroup", "readers"], columns="quantity",
+                            values=["printed", "recomputed"], aggfunc="first")
+    wide.columns = [f"{q}_{kind}" for kind, q in wide.columns]
+    ok = long.groupby(["subgroup", "readers"])["within_one_unit"].all().rename("all_within_one_unit")
+    out = printed.merge(wide.join(ok).reset_index(), on=["subgroup", "readers"])
+    out["unnecessary_chi2_p"] = [
+        chi2_test(r["unnecessary_without"], r["unnecessary_without_n"], r["unnecessary_with"],
+                  r["unnecessary_with_n"]).p_value for _, r in out.iterrows()]
+    out["missed_chi2_p"] = [
+        chi2_test(r["missed_without"], r["missed_without_n"], r["missed_with"],
+                  r["missed_with_n"]).p_value for _, r in out.iterrows()]
+    return out
+
+
+def published_table4() -> pd.DataFrame:
+    """Table 4 (Xu et al. 2025) as printed (kappa with 95% CI) with its Landis & Koch wording
+    (``agreement``, :func:`~dlum.stats.agreement.kappa_band`). Kappa cannot be recomputed from the
+    article: it needs case-level reads."""
+    t = table4().copy()
+    t["agreement"] = [kappa_band(k) for k in t["kappa"]]
+    return t

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlum.constants import MG, US
+from dlum.constants import MG, US, CamMethod
 
 __all__ = ["CAM_METHODS", "CAM_TARGETS", "CAMResult", "compute_cams", "overlay"]
 
@@ -46,7 +46,7 @@ def _methods() -> dict[str, type]:
 
 
 #: Methods offered (all need a single forward/backward; perturbation methods are too slow here).
-CAM_METHODS = ("Grad-CAM", "Grad-CAM++", "XGrad-CAM", "HiResCAM", "LayerCAM", "Eigen-CAM")
+CAM_METHODS = tuple(m.value for m in CamMethod)
 #: What the maps explain: the fused DL-UM output, or each branch's own block-5 head.
 CAM_TARGETS = ("fused", "branch")
 

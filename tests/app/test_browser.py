@@ -204,6 +204,9 @@ def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
     value = float(fused.locator('[data-testid="stMetricValue"]').inner_text())
     assert 0.0 <= value <= 1.0
     assert page.get_by_text(us.name).count() >= 1 and page.get_by_text(mg.name).count() >= 1
+    # whole images: the warning and no call until the lesion box is drawn or the user confirms
+    page.get_by_text("Outside what the model was trained on").first.wait_for()
+    assert page.get_by_text("No call: draw the lesion box").count() >= 1
     _assert_clean(page, "Case Review with a pair")
 
     # CAMs on demand: 2 crops + 10 overlays, all decoded by the browser

@@ -1,4 +1,4 @@
-"""Logic behind the Case Review page: uploads, ROI, badge, decision, report, CAM thread safety."""
+"""Logic behind the Case Review page: uploads, ROI, badge, report, CAM thread safety."""
 from __future__ import annotations
 
 import io
@@ -7,14 +7,13 @@ import threading
 import uuid
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
 from dlum.app import case_review as cr
-from dlum.app import resources as res
 from dlum.constants import MG, US
 from dlum.data.roi import expand_box
+from dlum.decision import decide
 from dlum.errors import InputError
 from tests.app.uploads import malformed_uploads, png_bytes
 
@@ -115,73 +114,14 @@ def test_concordance_badge_refuses_categories_outside_2_to_5():
         cr.concordance_badge(6, 3)
 
 
-def _prediction(p_dlum=0.7, p_us=0.6, p_mg=0.4, mode="pair", threshold=0.5, precision="float32"):
+def _prediction(p_dlum=0.7, p_us=0.6, p_mg=0.4, mode="pair", precision="float32"):
     from dlum.inference import PairPrediction
 
     return PairPrediction(p_dlum=p_dlum, p_us_head=p_us, p_mg_head=p_mg,
                           p_us_blocks=[0.1, 0.2, 0.3, 0.4, p_us] if p_us is not None else None,
                           p_mg_blocks=[0.5, 0.4, 0.3, 0.2, p_mg] if p_mg is not None else None,
-                          mode=mode, threshold=threshold, seconds=0.2, device="CPU",
+                          mode=mode, seconds=0.2, device="CPU",
                           precision=precision, model_version="m1")
-
-
-@pytest.mark.parametrize("p, biopsy", [(0.2, False), (0.4999, False), (0.5, True), (0.93, True)])
-def test_decision_at_the_operating_threshold(p, biopsy):
-    card = {"operating_point": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.7,
-                                "sensitivity_ci": [0.8, 0.95]}}
-    decision = cr.make_decision(_prediction(p_dlum=p), card)
-    assert decision.biopsy_recommended is biopsy
-    assert decision.label == ("Biopsy recommended" if biopsy else "Follow-up")
-    assert (decision.sensitivity, decision.specificity) == (0.9, 0.7)
-    assert decision.sensitivity_ci == [0.8, 0.95] and decision.specificity_ci is None
-    assert decision.figures_apply and not decision.notes
-
-
-@pytest.mark.parametrize("p, precision, marked", [(0.51, "bfloat16", True), (0.48, "bfloat16", True),
-                                                  (0.51, "float32", False), (0.6, "bfloat16", False)])
-def test_a_bf16_call_near_the_threshold_is_marked(p, precision, marked):
-    card = {"operating_point": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.7}}
-    decision = cr.make_decision(_prediction(p_dlum=p, precision=precision), card)
-    assert decision.biopsy_recommended is (p >= 0.5)
-    assert any("bfloat16" in n and "float32" in n for n in decision.notes) is marked
-
-
-def test_decision_with_one_modality_is_marked_and_uses_the_branch_output():
-    card = {"operating_point": {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.7}}
-    decision = cr.make_decision(_prediction(p_dlum=None, p_us=0.8, p_mg=None, mode="us-only"), card)
-    assert decision.probability == 0.8 and decision.biopsy_recommended
-    assert decision.output.startswith("US branch only")
-    assert not decision.figures_apply
-    assert any("single branch" in n for n in decision.notes)
-
-
-def test_decision_with_one_modality_uses_that_heads_own_threshold_when_the_card_has_it():
-    card = {
-        "operating_point": {"threshold": 0.44, "sensitivity": 0.5, "specificity": 0.64,
-                            "thresholds_per_model": {"p_dlum": 0.44, "p_us_head": 0.31,
-                                                     "p_mg_head": 0.34}},
-        "test_metrics": {"all": {"p_us_head": {"sensitivity": 0.96, "specificity": 0.51,
-                                               "sensitivity_ci": [0.91, 0.98]}}},
-    }
-    us_only = _prediction(p_dlum=None, p_us=0.35, p_mg=None, mode="us-only", threshold=0.44)
-    decision = cr.make_decision(us_only, card)
-    assert decision.threshold == 0.31 and decision.biopsy_recommended  # 0.35 >= 0.31, < 0.44
-    assert (decision.sensitivity, decision.specificity) == (0.96, 0.51)
-    assert decision.figures_apply
-    text = cr.decision_text(decision)
-    assert "threshold 0.310" in text and "sensitivity 96.0% [91.0%–98.0%]" in text
-    mg_only = cr.make_decision(_prediction(p_dlum=None, p_us=None, p_mg=0.2, mode="mg-only"), card)
-    assert mg_only.threshold == 0.34 and not mg_only.biopsy_recommended
-    assert mg_only.sensitivity is None  # the card has no test figures for that head
-    pair = cr.make_decision(_prediction(p_dlum=0.40), card)
-    assert pair.threshold == 0.5  # a pair keeps the prediction's (fused) threshold
-    assert "sensitivity 50.0%" in cr.decision_text(pair)
-
-
-def test_decision_without_operating_point_says_so():
-    decision = cr.make_decision(_prediction(), {})
-    assert decision.sensitivity is None and decision.specificity is None
-    assert any("no operating point" in n for n in decision.notes)
 
 
 def test_block_table_lists_five_heads_per_modality():
@@ -211,7 +151,7 @@ def test_predict_case_pair_and_one_modality(predictor):
     only = cr.predict_case(predictor, us, None, us_box, None)
     assert only.mode == "us-only" and only.p_dlum is None and only.p_mg_head is None
     tol = 1e-5 if str(predictor.dtype) == "torch.float32" else 1e-2  # bf16 on GPUs
-    assert only.probability == pytest.approx(pair.p_us_head, abs=tol)  # same branch, same input
+    assert only.p_us_head == pytest.approx(pair.p_us_head, abs=tol)  # same branch, same input
     with pytest.raises(InputError):
         cr.predict_case(predictor, None, None)
 
@@ -313,7 +253,7 @@ def test_concurrent_cams_on_the_shared_model_match_sequential_runs(predictor):
 def test_report_json_and_png(predictor):
     us, mg, us_box, mg_box = _phantom_pair(6)
     prediction = cr.predict_case(predictor, us, mg, us_box, None)
-    decision = cr.make_decision(prediction, predictor.card)
+    decision = decide(prediction, predictor.card, whole_image_confirmed=True)
     badge = cr.concordance_badge(4, 3)
     cams = cr.compute_case_cams(predictor, us, mg, us_box, None)
     report = cr.build_report(prediction=prediction, decision=decision, badge=badge,
@@ -327,8 +267,9 @@ def test_report_json_and_png(predictor):
     assert data["inputs"]["mg"]["birads"] == 3
     assert data["outputs"]["p_dlum"] == pytest.approx(prediction.p_dlum)
     assert data["outputs"]["p_mg_blocks"] == pytest.approx(prediction.p_mg_blocks)
-    assert data["decision"]["biopsy_recommended"] == (prediction.p_dlum >= predictor.threshold)
-    assert data["decision"]["sensitivity"] == predictor.card["operating_point"]["sensitivity"]
+    assert data["decision"]["biopsy_recommended"] == (prediction.p_dlum >= predictor.card.threshold)
+    assert data["decision"]["sensitivity"] == predictor.card.results("p_dlum").sensitivity.value
+    assert data["outputs"]["whole_image"] == ["mg"]
     assert data["concordance"]["subgroup"] == "discordant"
     assert data["model"]["name"] == "test-ckpt"
     assert data["cams"]["method"] == "Grad-CAM" and data["cams"]["scale"].startswith("relative")
@@ -344,63 +285,3 @@ def test_report_json_and_png(predictor):
     a, b = np.asarray(with_cams.convert("RGB")), np.asarray(without.convert("RGB"))
     coloured = np.abs(a.astype(int)[..., 0] - a.astype(int)[..., 2]).sum()
     assert coloured > np.abs(b.astype(int)[..., 0] - b.astype(int)[..., 2]).sum()  # heatmaps drawn
-
-
-# -------------------------------------------------------------------------------------- examples
-def test_phantom_examples_are_labelled_and_load():
-    catalogue = res.example_catalogue(None)
-    assert catalogue and all(c.kind == res.PHANTOM for c in catalogue)
-    assert all("synthetic phantom" in c.title for c in catalogue)
-    assert {c.label for c in catalogue} == {0, 1}
-    loaded = res.load_example(catalogue[0])
-    for m in (US, MG):
-        assert loaded[m].ndim == 2 and loaded[m].dtype == np.float32
-        if loaded[f"{m}_box"] is not None:
-            assert cr.normalise_box(loaded[f"{m}_box"], loaded[m].shape) is not None
-
-
-def test_public_pseudo_pairs_are_labelled_and_boxes_follow_the_datasets(shared_data):
-    cases = [c for c in res.example_catalogue(str(shared_data)) if c.kind == res.PSEUDO_PAIR]
-    assert cases
-    lesions = pd.read_csv(shared_data / "mg" / "mias" / "lesions.csv")
-    for case in cases:
-        assert "pseudo-pair" in case.title and "different women" in case.title and "DIFFERENT women" in case.description
-        loaded = res.load_example(case)
-        for m in (US, MG):
-            assert cr.normalise_box(loaded[f"{m}_box"], loaded[m].shape) is not None
-        film = case.mg.rsplit("/", 1)[-1].removesuffix(".png")
-        rows = lesions[lesions["refnum"] == film]
-        x0, y0, x1, y1 = case.mg_box
-        centres = [(float(r.x), 1024 - float(r.y_bottom_origin)) for r in rows.itertuples()
-                   if str(r.x).strip() not in ("", "nan")]
-        # the box is centre ± radius with row = 1024 - y (mini-MIAS counts y from the bottom)
-        assert any(abs((x0 + x1) / 2 - cx) <= 1 and abs((y0 + y1) / 2 - cy) <= 1 for cx, cy in centres)
-
-
-# ------------------------------------------------------------------------------------------ card
-def test_card_overview_and_test_metrics_table():
-    card = {
-        "name": "ck", "arch": "dlum", "model": {"x": 1}, "input": {"size": 224},
-        "data": {"pairing": "pseudo", "pairing_rule": "different women, same pathology",
-                 "split_sizes": {"train": 7, "test": 2}},
-        "operating_point": {"threshold": 0.44},
-        "test_metrics": {
-            "all": {"n": 9, "malignant": 4, "benign": 5,
-                    "p_dlum": {"auc": 0.8123, "auc_ci": [0.7, 0.9], "sensitivity": 0.75,
-                               "sensitivity_ci": [0.3, 0.95], "specificity": 0.8}},
-            "discordant": {"n": 3, "p_us_head": {"auc": 0.5}},
-        },
-        "hardware": {"device": "GPU"},
-    }
-    overview = res.card_overview(card)
-    assert overview["identity"]["name"] == "ck" and overview["identity"]["input size"] == 224
-    assert overview["pairing_rule"] == "different women, same pathology"
-    assert "pairing_rule" not in overview["data"] and "pairing_rule" in card["data"]  # not mutated
-    assert overview["other"] == {"hardware": {"device": "GPU"}}
-    assert {"item": "split sizes · train", "value": "7"} in res.card_table(overview["data"])
-    rows = res.test_metrics_table(overview["test_metrics"])
-    assert rows[0] == {"subgroup": "all", "output": "DL-UM (fused)", "cases": "9 (4 malignant, 5 benign)",
-                       "AUC [95% CI]": "0.812 [0.700, 0.900]",
-                       "sensitivity [95% CI]": "75.0% [30.0%, 95.0%]", "specificity [95% CI]": "80.0%"}
-    assert rows[1]["subgroup"] == "discordant" and rows[1]["output"] == "DL-UM US branch head"
-    assert res.test_metrics_table({"auc": 0.8}) is None  # another layout: shown as a plain table

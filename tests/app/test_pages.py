@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.conftest import REPO_ROOT, TEST_OPERATING_POINT
+from tests.app.conftest import REPO_ROOT, TEST_THRESHOLDS
 from tests.app.uploads import malformed_uploads, png_bytes
 
 HOME = str(REPO_ROOT / "streamlit_app.py")
@@ -35,6 +35,12 @@ def _metric(at: AppTest, label: str) -> str:
     return values[0]
 
 
+def _badges(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.markdown if ":badge" in str(m.value)
+                     or "No call" in str(m.value) or "Follow-up" in str(m.value)
+                     or "Biopsy recommended" in str(m.value))
+
+
 def _texts(at: AppTest) -> str:
     parts = [e.value for e in at.markdown] + [e.value for e in at.caption]
     parts += [e.value for e in at.info] + [e.value for e in at.warning]
@@ -50,10 +56,10 @@ def test_home_shows_model_card_device_and_disclaimer(use_checkpoint):
     params = float(_metric(at, "Parameters").split()[0])
     assert 30 < params < 60  # two VGG19 branches with heads: ~40 M
     assert _metric(at, "Device") in ("CPU", "GPU")
-    assert _metric(at, "Operating threshold") == f"{TEST_OPERATING_POINT['threshold']:.3f}"
+    assert _metric(at, "DL-UM threshold") == f"{TEST_THRESHOLDS['p_dlum']:.3f}"
     tabs = [t.label for t in at.tabs]
-    assert {"Model", "Training data", "Pairing rule", "Operating point (test split)",
-            "Test metrics"} <= set(tabs)
+    assert {"Model", "Training data", "Pairing rule", "Operating points",
+            "Held-out results"} <= set(tabs)
     text = _texts(at)
     assert "pseudo-pairs" in text  # the card says pairing = pseudo
     assert "Case Review" in text or any("Case Review" in str(p.proto) for p in at.get("page_link"))
@@ -79,6 +85,26 @@ def test_a_broken_checkpoint_is_a_message_not_a_traceback(tmp_path, monkeypatch)
         assert not at.metric
 
 
+@pytest.mark.parametrize("threshold", ["NaN", "-0.2", '"high"'])
+def test_a_card_with_a_bad_threshold_is_refused_on_every_page(app_checkpoint, tmp_path, monkeypatch,
+                                                              threshold):
+    import json
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(app_checkpoint, bad)
+    text = (bad / "card.json").read_text()
+    card = json.loads(text)
+    card["operating_point"]["thresholds_per_model"]["p_us_head"] = "__X__"
+    (bad / "card.json").write_text(json.dumps(card).replace('"__X__"', threshold))
+    monkeypatch.setenv("DLUM_CHECKPOINT", str(bad))
+    for page in [HOME, CASE_REVIEW, *map(str, sorted((REPO_ROOT / "pages").glob("[0-9]*_*.py")))]:
+        at = _run(page)
+        errors = [e.value for e in at.error]
+        if page in (HOME, CASE_REVIEW) or "Cohort_ROC" in page:
+            assert any("operating_point.thresholds_per_model.p_us_head" in e for e in errors), page
+
+
 def test_show_error_lists_every_problem_of_a_table():
     def script():
         from dlum.app.resources import show_error
@@ -93,8 +119,26 @@ def test_show_error_lists_every_problem_of_a_table():
     table, image, other = (e.value for e in at.error)
     assert "preds.csv" in table and "2 problem(s)" in table
     assert "- column 'label' is missing" in table and "- row 3: p_dlum is 1.7" in table
+    assert not at.get("download_button")  # two problems: all shown, nothing to download
     assert image == "us.png: the file is empty"
     assert "RuntimeError" in other and "internal detail" not in other  # details go to the log
+
+
+def test_show_error_shows_the_first_problems_and_offers_the_rest_as_a_download():
+    def script():
+        from dlum.app.resources import show_error
+        from dlum.errors import CohortError
+        from dlum.tables import Problem
+
+        show_error(CohortError([Problem("not a number", r, "p_dlum", "x") for r in range(1, 427)],
+                               "preds.csv"))
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    (text,) = (e.value for e in at.error)
+    assert "426 problem(s)" in text and "… and 406 more problem(s)" in text
+    assert text.count("\n- ") == 20
+    assert [b.label for b in at.get("download_button")] == ["Download all problems (CSV)"]
 
 
 # ----------------------------------------------------------------------------------- Case Review
@@ -131,6 +175,14 @@ def test_case_review_real_dicom_and_png_pair(use_checkpoint, shared_data, predic
     assert "2864 × 4432 px" in text  # the DICOM was decoded at full size
     assert re.search(r"Inference \d+\.\d\d s", text)
     assert "operating threshold 0.500" in text and "sensitivity 87.5%" in text
+    # whole images: outside what the model was trained on, so no call until confirmed
+    assert any("draw the lesion box" in w.value for w in at.warning)
+    assert "No call: draw the lesion box" in _badges(at)
+    key = next(c.key for c in at.checkbox if c.key.startswith("whole_confirmed"))
+    at.checkbox(key=key).check()
+    at.run()
+    expected_call = "Biopsy recommended" if expected >= TEST_THRESHOLDS["p_dlum"] else "Follow-up"
+    assert expected_call in _badges(at)
 
     # BI-RADS 4 on US and 3 on MG: a discordant case
     at.segmented_control(key="us_birads").set_value(4)
@@ -198,3 +250,37 @@ def test_case_review_malformed_upload_shows_a_message(use_checkpoint, case):
     assert len(errors) == 1 and phrase in errors[0].lower() and name in errors[0]
     assert "Traceback" not in errors[0]
     assert not at.metric  # no result from a file that cannot be used
+
+
+# --------------------------------------------------------------- one decision: CLI = Case Review
+@pytest.mark.parametrize("given", [("us", "mg"), ("us",), ("mg",)], ids=["pair", "us-only", "mg-only"])
+def test_case_review_and_predict_give_the_same_decision_at_the_same_threshold(monkeypatch, capsys,
+                                                                              given):
+    import json
+
+    from dlum import cli
+
+    shipped = REPO_ROOT / "checkpoints" / "dlum-public-v1"
+    files = {m: REPO_ROOT / "examples" / f"phantom-12-{m}.png" for m in ("us", "mg")}
+    boxes = {"us": (98, 45, 192, 179), "mg": (49, 88, 141, 186)}
+    args = ["predict", "--checkpoint", str(shipped), "--precision", "fp32"]
+    for m in given:
+        args += [f"--{m}", str(files[m]), f"--{m}-roi", ",".join(map(str, boxes[m]))]
+    assert cli.main(args) == 0
+    expected = json.loads(capsys.readouterr().out)["decision"]
+
+    monkeypatch.setenv("DLUM_CHECKPOINT", str(shipped))
+    monkeypatch.setenv("DLUM_PRECISION", "fp32")
+    at = _run(CASE_REVIEW)
+    for m in given:
+        at.file_uploader(key=f"{m}_file").set_value((files[m].name, files[m].read_bytes(), "image/png"))
+    at.run()
+    for m in given:
+        for name, value in zip(("x0", "y0", "x1", "y1"), boxes[m]):
+            at.number_input(key=f"{m}_{name}").set_value(value)
+    at.run()
+    assert not at.exception and not at.error
+    assert expected["label"] in _badges(at)
+    shown = _texts(at)
+    assert f"{expected['output_title']}: P = {expected['probability']:.3f} vs operating threshold " \
+           f"{expected['threshold']:.3f}" in shown

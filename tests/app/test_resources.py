@@ -25,14 +25,21 @@ def test_dashboard_compiles_in_the_background_when_asked(app_checkpoint, monkeyp
     assert started == ([predictor] if expected else [])
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "auto"), ("fp32", "fp32"), (" BF16 ", "bf16"),
-                                               ("double", "auto")])
+@pytest.mark.parametrize("setting, expected", [(None, "auto"), ("fp32", "fp32"), (" BF16 ", "bf16")])
 def test_dashboard_precision_from_the_environment(monkeypatch, setting, expected):
     if setting is None:
         monkeypatch.delenv(res.PRECISION_ENV, raising=False)
     else:
         monkeypatch.setenv(res.PRECISION_ENV, setting)
     assert res.dashboard_precision() == expected
+
+
+def test_an_unusable_precision_setting_is_an_error_naming_it(monkeypatch):
+    from dlum.settings import SettingsError
+
+    monkeypatch.setenv(res.PRECISION_ENV, "double")
+    with pytest.raises(SettingsError, match="DLUM_PRECISION='double'"):
+        res.dashboard_precision()
 
 
 def test_dashboard_loads_the_model_in_the_precision_asked(app_checkpoint, monkeypatch):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 from PIL import Image
 
 from dlum.data.manifest import (
+    COHORT_SCHEMA,
     COLUMNS,
     REQUIRED_COLUMNS,
     case_box,
+    cohort_schema_markdown,
     derive_subgroup,
     parse_birads,
     parse_label,
@@ -21,6 +24,7 @@ from dlum.data.manifest import (
     write_cohort,
 )
 from dlum.errors import CohortError
+from dlum.tables import MAX_PROBLEMS, Problem
 
 HEADER = ",".join(COLUMNS)
 
@@ -54,6 +58,11 @@ def test_columns_are_the_documented_schema():
         "us_birads_source", "mg_birads_source", "pairing", "source", "split",
     )
     assert set(REQUIRED_COLUMNS) <= set(COLUMNS)
+    assert tuple(c.name for c in COHORT_SCHEMA.columns) == COLUMNS
+    assert COHORT_SCHEMA.required == list(REQUIRED_COLUMNS)
+    assert all(c.doc for c in COHORT_SCHEMA.columns)
+    text = cohort_schema_markdown()
+    assert all(f"`{c}`" in text for c in COLUMNS) and "external" in text
 
 
 def test_valid_table_is_read_resolved_and_typed(images):
@@ -117,12 +126,12 @@ def test_malformed_table_reports_every_fault_at_once(images):
     problems = info.value.problems
     message = str(info.value)
     expected = [
-        ("'c1' appears on data rows 1, 2", None),
+        ("data row 2", "'case_id', value 'c1': repeats data row 1"),
         ("data row 3", "'label'"),
         ("data row 4", "'us_birads'"),
-        ("data row 5", "'mg_image'"),
+        ("data row 5", "'mg_image', value 'nowhere.png': file not found"),
         ("data row 6", "us_x1"),
-        ("data row 7", "mg_x0"),
+        ("data row 7", "'mg_x0', value 'abc'"),
         ("data row 8", "'split'"),
         ("data row 9", "'pairing'"),
         ("data row 10", "us_x0"),
@@ -140,10 +149,56 @@ def test_missing_columns_are_all_listed(images):
     path = write(images, "case_id,us_image,us_x0,us_y0\nc1,us.png,1,2")
     with pytest.raises(CohortError) as info:
         read_cohort(path)
-    text = str(info.value)
-    for column in ("patient_id", "mg_image", "label"):
-        assert f"'{column}' is missing" in text
-    assert "us_x1" in text  # ROI columns come in fours
+    missing, fours = info.value.problems
+    assert missing.startswith("missing required column(s) 'patient_id', 'mg_image', 'label'")
+    assert "us_x1, us_y1 absent or empty" in fours  # ROI columns come in fours
+
+
+def test_partial_roi_on_one_row_names_the_empty_cells(images):
+    path = write(images, "\n".join([HEADER, row(), row(case="c2", us_box="10,10,,40")]))
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    assert info.value.problems == [
+        "data row 2 (file line 3): us_x1 empty while the rest of the US ROI is given "
+        "(leave all four empty for the whole image)"]
+
+
+def test_external_split_validates(images):
+    path = write(images, "\n".join([HEADER, row(), row(case="c2", split="External")]))
+    assert read_cohort(path)["split"].tolist() == ["test", "external"]
+
+
+def test_label_typo_is_an_error_naming_row_column_and_value(images):
+    path = write(images, "\n".join([HEADER, row(), row(case="c2", label="malignnat")]))
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    assert info.value.records == [Problem("not benign/malignant/0/1", 2, "label", "malignnat")]
+    assert info.value.problems == [
+        "data row 2 (file line 3), column 'label', value 'malignnat': not benign/malignant/0/1"]
+
+
+def test_extra_cell_on_the_first_row_is_reported_as_such(images):
+    path = write(images, "\n".join([HEADER, row() + ",stray", row(case="c2")]))
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    (problem,) = info.value.records
+    assert (problem.row, problem.value) == (1, "stray")
+    assert "cells but the header has" in problem.what
+
+
+def test_many_bad_rows_are_listed_up_to_the_bound_and_counted(tmp_path):
+    rows = 5000
+    path = write(tmp_path, "case_id,patient_id,us_image,mg_image,label\n" + "\n".join(
+        f"c{i},p{i},us{i}.png,mg{i}.png,benign" for i in range(rows)))
+    start = time.perf_counter()
+    with pytest.raises(CohortError) as info:
+        read_cohort(path)
+    assert time.perf_counter() - start < 5  # about 0.1 s; a quadratic check would show here
+    assert len(info.value.problems) == MAX_PROBLEMS
+    assert info.value.more == 2 * rows - MAX_PROBLEMS  # both images of every row
+    assert info.value.count == 2 * rows
+    assert "file not found" in info.value.problems[0]
+    assert f"and {2 * rows - 20} more" in str(info.value)
 
 
 def test_birads_0_1_6_rows_are_excluded_with_a_count(images):
@@ -241,7 +296,8 @@ def test_derive_subgroup_vectorised_keeps_index():
         derive_subgroup([4, 5], [3])
 
 
-@pytest.mark.parametrize("value, expected", [("benign", 0), ("Malignant", 1), ("0", 0), (1, 1), ("1.0", 1)])
+@pytest.mark.parametrize("value, expected", [("benign", 0), ("Malignant", 1), ("0", 0), (1, 1), ("1.0", 1),
+                                             (np.int64(1), 1), (np.bool_(False), 0), (0.0, 0)])
 def test_parse_label(value, expected):
     assert parse_label(value) == expected
 

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from dlum.errors import InputError
-from dlum.stats import DegenerateDataWarning, agreement_table, weighted_kappa
+from dlum.stats import DegenerateDataWarning, agreement_table, kappa_band, weighted_kappa
 
 BIRADS = [2, 3, 4, 5]
 
@@ -92,3 +92,15 @@ def test_aliases_and_table(readers):
     assert weighted_kappa(a.astype(float), b, "linear", BIRADS).kappa == pytest.approx(
         weighted_kappa(a, b, "linear", BIRADS).kappa)
     assert weighted_kappa(a, b, "linear", BIRADS).to_dict()["table"][0] == list(table.iloc[0])
+
+
+def test_kappa_band_landis_koch():
+    """Table 4's footnote (Xu et al. 2025): < 0 poor, 0-0.20 slight, 0.21-0.40 fair, 0.41-0.60
+    moderate, 0.61-0.80 substantial, 0.81-1.00 almost perfect."""
+    cases = {-0.05: "poor", 0.0: "slight", 0.048: "slight", 0.20: "slight", 0.332: "fair",
+             0.40: "fair", 0.564: "moderate", 0.60: "moderate", 0.641: "substantial",
+             0.80: "substantial", 0.820: "almost perfect", 1.0: "almost perfect"}
+    assert {k: kappa_band(k) for k in cases} == cases
+    for undefined in (float("nan"), None, "x", float("inf")):
+        assert kappa_band(undefined) == "n/a"
+    assert kappa_band(np.float64(0.5)) == "moderate"

@@ -7,7 +7,21 @@ import numpy as np
 import pytest
 
 from dlum.errors import InputError
-from dlum.stats import load_paper_tables, recompute_table2, recompute_table3, table2, table3, table4
+from dlum.stats import (
+    binary_metrics,
+    chi2_test,
+    load_paper_tables,
+    proportion_ci,
+    published_table2,
+    published_table3,
+    published_table4,
+    recompute_table2,
+    recompute_table3,
+    reconstructed_calls,
+    table2,
+    table3,
+    table4,
+)
 from dlum.stats import tables as tables_module
 
 SPLITS = {"all": (78, 79), "concordant": (49, 31), "discordant": (29, 48)}
@@ -91,3 +105,48 @@ def test_malformed_cell_is_a_clear_error():
         tables_module._parse_count("66.2 [104 of 157]")
     with pytest.raises(InputError, match="low"):
         tables_module._parse_interval("0.734")
+
+
+# ------------------------------------------------------------------- printed beside recomputed
+def test_reconstructed_calls_have_the_counts():
+    y, call = reconstructed_calls(70, 34, 45, 8)
+    m = binary_metrics(y, call)
+    assert (m.tp, m.fp, m.tn, m.fn) == (70, 34, 45, 8)
+    assert reconstructed_calls(0, 0, 0, 0)[0].size == 0
+
+
+def test_published_table2_recomputed_by_stats():
+    t2 = published_table2()
+    assert len(t2) == len(table2()) == 3 * 4 * 2  # subgroups x readers x (alone, with DL-UM)
+    assert t2["all_within_one_unit"].all()
+    assert list(t2["subgroup"].unique()) == ["all", "concordant", "discordant"]
+    assert t2[["reader", "assisted"]].head(4).values.tolist() == [["R7", False], ["R7", True],
+                                                                  ["R8", False], ["R8", True]]
+    first = t2.iloc[0]
+    assert first["sensitivity_pct_recomputed"] == pytest.approx(100 * first["tp"] / (first["tp"] + first["fn"]))
+    low, high = proportion_ci(first["tp"], first["tp"] + first["fn"])
+    assert (first["sensitivity_wilson_low"], first["sensitivity_wilson_high"]) == pytest.approx(
+        (100 * low, 100 * high))
+    assert first["auc_from_stats"] == pytest.approx(first["auc_recomputed"])
+    assert first["auc_ci_printed"] == "0.654–0.814"  # R7, all cases: 0.734 (0.654–0.814)
+    assert len(recompute_table2()) == 5 * len(t2)
+
+
+def test_published_table3_recomputed():
+    t3 = published_table3()
+    assert len(t3) == 9 and t3["all_within_one_unit"].all()
+    for _, row in t3.iterrows():
+        assert row["unnecessary_chi2_p"] == pytest.approx(
+            chi2_test(row["unnecessary_without"], row["unnecessary_without_n"], row["unnecessary_with"],
+                      row["unnecessary_with_n"]).p_value)
+        assert row["missed_chi2_p"] == pytest.approx(
+            chi2_test(row["missed_without"], row["missed_without_n"], row["missed_with"],
+                      row["missed_with_n"]).p_value)
+
+
+def test_published_table4_wording():
+    t4 = published_table4()
+    assert len(t4) == len(table4()) == 18
+    words = dict(zip(t4["kappa"], t4["agreement"]))
+    assert words[0.048] == "slight" and words[0.945] == "almost perfect" and words[0.332] == "fair"
+    assert words[0.564] == "moderate" and words[0.713] == "substantial"

@@ -1,10 +1,10 @@
-"""DEMO data for the dashboard: a synthetic cohort, synthetic model outputs and demo reader reads.
+"""DEMO data: a synthetic cohort, synthetic model outputs and demo reader-study reads.
 
 Nothing here is study data. The paper's reader study (Xu et al., Breast Cancer Research 2025,
 DL-UM: four readers, 157 external lesions, each read unaided and, after a washout, with DL-UM) has
 no public case-level reads, and the project's real (pseudo-paired) cohort and checkpoint predictions
-are not available yet. So the shipped demo files ``data/demo_cohort.csv`` and ``data/demo_reads.csv``
-are built from:
+are not available yet. So the shipped demo files ``demo/demo_cohort.csv`` and ``demo/demo_reads.csv``
+(beside this module; used by the dashboard and ``python -m dlum reader-study --demo``) are built from:
 
 1. :func:`synthetic_cohort` — seeded lesions with a pathology and a US and an MG BI-RADS drawn from
    per-pathology category probabilities (:data:`US_BIRADS_GIVEN_LABEL`, roughly the published
@@ -27,7 +27,7 @@ are built from:
    Every random draw comes from ``numpy.random.default_rng([seed, reader index])``: the same inputs
    and seed give the same file.
 
-Rebuild the shipped files with ``python -m dlum.app.demo_reads`` (``--help`` for options).
+Rebuild the shipped files with ``python -m dlum.data.demo_study`` (``--help`` for options).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Where the shipped demo files live (package data).
-DEMO_DIR = Path(__file__).resolve().parent / "data"
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_READS = DEMO_DIR / "demo_reads.csv"
 DEMO_COHORT = DEMO_DIR / "demo_cohort.csv"
 DEMO_SEED = 2025
@@ -221,7 +221,7 @@ def write_demo_files(folder: str | Path = DEMO_DIR, *, seed: int = DEMO_SEED,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Write the dashboard's DEMO reader-study files (synthetic, not study data).")
+        description="Write the DEMO reader-study files (synthetic, not study data).")
     parser.add_argument("--out", default=str(DEMO_DIR), help="folder to write into")
     parser.add_argument("--seed", type=int, default=DEMO_SEED)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)

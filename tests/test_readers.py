@@ -1,4 +1,4 @@
-"""dlum.app.reader_study: reads validation, Tables 2-4 of a study, the published tables recomputed."""
+"""dlum.readers: reads validation, Tables 2-4 of a study, the published tables shown, the command."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlum.app import reader_study as rs
+from dlum import readers as rs
+from dlum.cli import main
 from dlum.errors import CohortError
 from dlum.stats import (
     binary_metrics,
@@ -16,9 +17,9 @@ from dlum.stats import (
     chi2_test,
     mcnemar_test,
     proportion_ci,
-    recompute_table2,
-    table2,
-    table4,
+    published_table2,
+    published_table3,
+    published_table4,
     weighted_kappa,
 )
 
@@ -81,17 +82,41 @@ def test_read_reads_lists_every_problem():
     reads.loc[20, "modality"] = "mg"                # row 21: R2 (rows 13-24) is a US reader
     with pytest.raises(CohortError) as info:
         rs.read_reads(csv(reads), name="reads.csv")
-    text = "\n".join(info.value.problems)
     assert len(info.value.problems) == 7, info.value.problems
-    for expected in ("row 1 ('ct')", "row 2 ('later')", "row 3 ('unsure')", "row 4 ('7')", "row 5 ('perhaps')",
-                     "more than once in the aided session: rows 6, 7", "reader 'R2' appears with modalities mg, us (mg at row 21; us at rows 13, 14"):
-        assert expected in text
+    assert info.value.problems == [
+        "data row 1 (file line 2), column 'modality', value 'ct': not one of us, mg",
+        "data row 2 (file line 3), column 'session', value 'later': not one of unaided, aided",
+        "data row 3 (file line 4), column 'call', value 'unsure': not benign or malignant (or 0/1)",
+        "data row 4 (file line 5), column 'birads', value '7': not a BI-RADS category 2, 3, 4 (4a/4b/4c) or 5",
+        "data row 5 (file line 6), column 'requested_explanation', value 'perhaps': not true/false (yes/no, 1/0)",
+        "data row 7 (file line 8), column 'case_id', value 'k2': reader 'R1' already read this case in the "
+        "aided session (data row 6)",
+        "data row 21 (file line 22), column 'modality', value 'mg': reader 'R2' reads us at data rows 13, 14, "
+        "15, 16, 17, 18, 19, 20, 22, 23 and 1 more and mg here; use one reader name per modality",
+    ]
+    assert info.value.source == "reads.csv"
+
+
+def test_first_row_with_an_extra_cell_is_reported_as_such():
+    text = ("case_id,reader,modality,session,call\n"
+            "k1,R1,us,unaided,benign,4\n"
+            "k2,R1,us,unaided,malignant\n").encode()
+    with pytest.raises(CohortError) as info:
+        rs.read_reads(text, name="reads.csv")
+    assert info.value.problems == [
+        "data row 1 (file line 2), value '4': has 6 cells but the header has 5 columns "
+        "(is a comma missing from the header, or one too many here?)"]
+    with pytest.raises(CohortError) as info:
+        rs.read_study_cohort(b"case_id,label,subgroup\na,1,concordant,x\nb,0,discordant\n")
+    assert len(info.value.problems) == 1 and "has 4 cells" in info.value.problems[0]
+    assert "repeats" not in str(info.value) and "already read" not in str(info.value)
 
 
 def test_read_reads_missing_columns():
     with pytest.raises(CohortError) as info:
         rs.read_reads(b"case_id,reader,call\nk1,R1,benign\n", name="reads.csv")
-    assert "modality, session" in str(info.value)
+    assert len(info.value.problems) == 1
+    assert "missing required column(s) 'modality', 'session'" in str(info.value)
 
 
 def test_read_study_cohort_variants():
@@ -105,8 +130,11 @@ def test_read_study_cohort_variants():
     assert full["subgroup"].tolist() == ["concordant"]
     with pytest.raises(CohortError) as info:
         rs.read_study_cohort(b"case_id,label,us_birads,mg_birads\na,maybe,9,3\na,1,4,4\n")
-    text = "\n".join(info.value.problems)
-    assert "row 1 ('maybe')" in text and "row 1 ('9')" in text and "'a' appears more than once" in text
+    assert info.value.problems == [
+        "data row 1 (file line 2), column 'label', value 'maybe': not benign/malignant/0/1",
+        "data row 1 (file line 2), column 'us_birads', value '9': not a BI-RADS category (2-5, 4a/4b/4c)",
+        "data row 2 (file line 3), column 'case_id', value 'a': repeats data row 1",
+    ]
     with pytest.raises(CohortError, match="us_birads"):
         rs.read_study_cohort(b"case_id,label\na,1\n")
 
@@ -116,7 +144,10 @@ def test_join_reads_names_unknown_cases():
     reads.loc[len(reads)] = ["ghost", "R1", "us", "unaided", "benign", 3, "", ""]
     with pytest.raises(CohortError) as info:
         rs.join_reads(rs.read_reads(csv(reads)), rs.read_study_cohort(csv(cohort)))
-    assert "'ghost'" in str(info.value) and f"row {len(reads)}" in str(info.value)
+    assert info.value.problems == [f"data row {len(reads)} (file line {len(reads) + 1}), column 'case_id', "
+                                   "value 'ghost': not in the cohort table"]
+    with pytest.raises(CohortError, match="value 'ghost': not in the cohort table cohort.csv"):
+        rs.join_reads(rs.read_reads(csv(reads)), rs.read_study_cohort(csv(cohort), name="cohort.csv"))
 
 
 # --------------------------------------------------------------------------------- Table 2 style
@@ -201,8 +232,23 @@ def test_explanation_effects_counts():
 
 def test_explanation_effects_needs_the_column(study):
     assert rs.explanation_effects(study.drop(columns="requested_explanation")).empty
+    assert "No explanation data" in rs.explanation_note(study.drop(columns="requested_explanation"))
     table = rs.explanation_effects(study)
     assert set(table["readers"]) == {"All readers", "US readers", "MG readers"}
+    assert rs.explanation_note(study) is None
+
+
+def test_reads_without_an_aided_session_are_no_problem():
+    cohort, reads = make_study(8)
+    unaided = reads[reads["session"] == "unaided"].drop(columns=["accepted_ai", "requested_explanation"])
+    joined = rs.join_reads(rs.read_reads(csv(unaided)), rs.read_study_cohort(csv(cohort)))
+    assert set(joined["session"]) == {"unaided"}
+    assert rs.explanation_effects(joined).empty and rs.session_changes(joined).empty
+    note = rs.explanation_note(joined)
+    assert note.startswith("No aided reads") and "requested_explanation" not in note
+    assert len(rs.reader_performance(joined)) == 4 * 3
+    report = rs.study_report(joined)
+    assert "No aided reads" in report and "No reader has both unaided and aided reads" in report
 
 
 # --------------------------------------------------------------------------------- Table 4 style
@@ -249,38 +295,19 @@ def test_agreement_rejects_unknown_rating(study):
 
 
 # ------------------------------------------------------------------------------ published tables
-def test_published_table2_recomputed_by_stats():
-    t2 = rs.published_table2()
-    assert len(t2) == len(table2()) == 3 * 4 * 2  # subgroups x readers x (alone, with DL-UM)
-    assert t2["all_within_one_unit"].all()
-    long = recompute_table2()
-    first = t2.iloc[0]
-    assert first["sensitivity_pct_recomputed"] == pytest.approx(100 * first["tp"] / (first["tp"] + first["fn"]))
-    low, high = proportion_ci(first["tp"], first["tp"] + first["fn"])
-    assert (first["sensitivity_wilson_low"], first["sensitivity_wilson_high"]) == pytest.approx((100 * low, 100 * high))
-    assert first["auc_from_stats"] == pytest.approx(first["auc_recomputed"])
-    assert len(long) == 5 * len(t2)
+def test_published_tables_displayed():
+    t2, t3, t4 = published_table2(), published_table3(), published_table4()
     shown = rs.published_table2_display(t2)
+    assert len(shown) == len(t2) == 24
     assert shown.iloc[0]["Reader"] == "R7 (US)" and (shown["Within one printed unit"] == "yes").all()
-
-
-def test_published_table3_recomputed():
-    t3 = rs.published_table3()
-    assert len(t3) == 9 and t3["all_within_one_unit"].all()
-    row = t3.iloc[0]
-    assert row["unnecessary_chi2_p"] == pytest.approx(
-        chi2_test(row["unnecessary_without"], row["unnecessary_without_n"], row["unnecessary_with"],
-                  row["unnecessary_with_n"]).p_value)
-    assert "|" in rs.published_table3_display(t3).iloc[0]["Unnecessary without %"]
-
-
-def test_published_table4_wording():
-    t4 = rs.published_table4()
-    assert len(t4) == len(table4()) == 18
-    words = dict(zip(t4["kappa"], t4["agreement"]))
-    assert words[0.048] == "slight" and words[0.945] == "almost perfect" and words[0.332] == "fair"
+    assert shown.iloc[0]["AUC (printed | recomputed)"] == "0.734 | 0.7335"
+    shown = rs.published_table3_display(t3)
+    assert "|" in shown.iloc[0]["Unnecessary without %"]
+    assert shown["p (chi-square)"].str.match(r"^(< 0\.001|\d\.\d{3})$").all()
     shown = rs.published_table4_display(t4)
     assert shown.iloc[0]["Comparison"].startswith("US R7 + R9")
+    assert shown.iloc[0]["Without DL-UM"] == "0.332 [0.225–0.438] fair"
+    assert rs.published_table2 is published_table2  # one implementation, in dlum.stats
 
 
 # ------------------------------------------------------------------------------------------- demo
@@ -296,3 +323,48 @@ def test_buffers_are_accepted():
     cohort, reads = make_study(4)
     joined = rs.join_reads(rs.read_reads(io.BytesIO(csv(reads))), rs.read_study_cohort(io.StringIO(cohort.to_csv(index=False))))
     assert len(joined) == len(reads)
+
+
+# ---------------------------------------------------------------------------------- the command
+def test_command_prints_the_demo_tables(capsys):
+    assert main(["reader-study", "--demo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("DEMO data, not study data.")
+    for heading in ("Table 2 style", "Change with AI", "Table 3 style", "Table 4 style"):
+        assert heading in out
+    assert "us_reader_1 (US)" in out
+    assert "US us_reader_1 + us_reader_2 vs MG mg_reader_1 + mg_reader_2" in out
+
+
+def test_command_on_files_and_markdown(tmp_path, capsys):
+    cohort, reads = make_study(12)
+    (tmp_path / "reads.csv").write_bytes(csv(reads))
+    (tmp_path / "cohort.csv").write_bytes(csv(cohort))
+    assert main(["reader-study", "--reads", str(tmp_path / "reads.csv"), "--cohort",
+                 str(tmp_path / "cohort.csv"), "--markdown", "--rating", "birads"]) == 0
+    out = capsys.readouterr().out
+    assert "DEMO" not in out and "12 cases, 4 readers" in out
+    assert "## Table 4 style: agreement between readers (linear kappa on the birads)" in out
+    assert "| Reader | Session | Subgroup |" in out
+    # without the cohort the reads are only checked
+    assert main(["reader-study", "--reads", str(tmp_path / "reads.csv")]) == 0
+    assert "add --cohort CSV" in capsys.readouterr().out
+    assert main(["reader-study", "--published"]) == 0
+    assert "0.048 [-0.108–0.205] slight" in capsys.readouterr().out
+
+
+def test_command_malformed_reads_is_a_message(tmp_path, capsys):
+    cohort, reads = make_study(4)
+    reads = reads.astype(object)
+    reads.loc[2, "call"] = "unsure"
+    (tmp_path / "reads.csv").write_bytes(csv(reads))
+    (tmp_path / "cohort.csv").write_bytes(csv(cohort))
+    assert main(["reader-study", "--reads", str(tmp_path / "reads.csv"), "--cohort",
+                 str(tmp_path / "cohort.csv")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"dlum reader-study: error: {tmp_path / 'reads.csv'}: 1 problem(s)")
+    assert "data row 3 (file line 4), column 'call', value 'unsure'" in captured.err
+    assert "Traceback" not in captured.err
+    assert main(["reader-study", "--demo", "--cohort", str(tmp_path / "cohort.csv")]) == 2
+    assert "--cohort goes with --reads" in capsys.readouterr().err

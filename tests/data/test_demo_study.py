@@ -1,11 +1,13 @@
-"""dlum.app.demo_reads: the documented, seeded rule behind the shipped DEMO reads."""
+"""dlum.data.demo_study: the documented, seeded rule behind the shipped DEMO reads."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dlum.app import cohort, demo_reads, reader_study
+from dlum import readers
+from dlum.predictions import read_predictions
+from dlum.data import demo_study as demo_reads
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +51,16 @@ def test_rule(demo):
 
 def test_outputs_pass_the_page_validators(demo, tmp_path):
     c, p, reads = demo
-    frame = cohort.read_predictions(p.to_csv(index=False).encode())
+    frame = read_predictions(p.to_csv(index=False).encode())
     assert frame[[col for col in frame.columns if col.startswith("p_")]].stack().between(0, 1).all()
-    joined = reader_study.join_reads(reader_study.read_reads(reads.to_csv(index=False).encode()),
-                                     reader_study.read_study_cohort(c.to_csv(index=False).encode()))
+    joined = readers.join_reads(readers.read_reads(reads.to_csv(index=False).encode()),
+                                readers.read_study_cohort(c.to_csv(index=False).encode()))
     assert len(joined) == len(reads) == 4 * 2 * len(c)
 
 
 def test_shipped_files_are_the_documented_build(tmp_path):
+    assert demo_reads.DEMO_DIR.parent.name == "data" and demo_reads.DEMO_DIR.name == "demo"
+    assert demo_reads.DEMO_READS.is_file() and demo_reads.DEMO_COHORT.is_file()
     cohort_path, reads_path = demo_reads.write_demo_files(tmp_path)
     assert cohort_path.read_bytes() == demo_reads.DEMO_COHORT.read_bytes()
     assert reads_path.read_bytes() == demo_reads.DEMO_READS.read_bytes()

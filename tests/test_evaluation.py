@@ -1,4 +1,4 @@
-"""dlum.app.cohort: predictions validation and every Cohort ROC table, checked against dlum.stats."""
+"""dlum.evaluation: every Cohort ROC table, checked against dlum.stats; each model at its own threshold."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlum.app import cohort
+from dlum import evaluation as cohort
+from dlum.card import read_card
+from dlum.predictions import thresholds_for
 from dlum.errors import CohortError
 from dlum.stats import (
     binary_metrics,
@@ -50,61 +52,9 @@ def preds() -> pd.DataFrame:
     return load(make_predictions())
 
 
-# ------------------------------------------------------------------------------------ validation
-def test_read_predictions_types_and_models(preds):
-    assert preds["label"].dtype.kind == "i" and set(preds["label"]) == {0, 1}
-    assert preds["p_dlum"].dtype == float
-    assert preds.index[0] == 1  # data-row numbers
+def test_models_and_splits(preds):
     assert cohort.models_in(preds) == {"DL-UM": "p_dlum", "DL-U": "p_dlu", "DL-M": "p_dlm"}
     assert cohort.splits_in(preds) == ["test"]
-
-
-def test_labels_as_numbers_and_empty_subgroup_accepted():
-    df = make_predictions(10).astype(object)
-    df["label"] = np.where(df["label"] == "malignant", "1", "0")
-    df.loc[0, "subgroup"] = ""
-    out = load(df)
-    assert out["label"].tolist() == [1 if v == "1" else 0 for v in df["label"]]
-    assert out.loc[1, "subgroup"] == "undetermined"
-
-
-def test_every_problem_listed_at_once_with_rows():
-    df = make_predictions(20).astype(object)
-    df.loc[2, "label"] = "maybe"          # data row 3
-    df.loc[5, "p_dlum"] = 1.4             # data row 6
-    df.loc[7, "p_dlu"] = "abc"            # data row 8
-    df.loc[9, "case_id"] = "c001"         # duplicate of data row 2
-    df.loc[3, "subgroup"] = "unknown"     # data row 4
-    df.loc[4, "split"] = "holdout"        # data row 5
-    with pytest.raises(CohortError) as info:
-        load(df)
-    problems = info.value.problems
-    assert len(problems) == 6, problems
-    text = "\n".join(problems)
-    assert "row 3 ('maybe')" in text
-    assert "outside [0, 1] at row 6" in text
-    assert "'p_dlu'" in text and "row 8 ('abc')" in text
-    assert "'c001' appears more than once: rows 2, 10" in text
-    assert "row 4 ('unknown')" in text
-    assert "row 5 ('holdout')" in text
-    assert info.value.source == "test.csv"
-
-
-def test_wrong_columns_named():
-    with pytest.raises(CohortError) as info:
-        cohort.read_predictions(b"id,truth,prob\na,1,0.5\n", name="wrong.csv")
-    message = str(info.value)
-    for column in cohort.REQUIRED_COLUMNS:
-        assert column in message
-    assert "found: id, truth, prob" in message
-
-
-@pytest.mark.parametrize("data, expected", [(b"", "empty"), (b"case_id,label,subgroup,p_dlum\n", "no rows"),
-                                            (b"\xff\xfe\x00garbage", "readable")])
-def test_unreadable_or_empty(data, expected):
-    with pytest.raises(CohortError) as info:
-        cohort.read_predictions(data, name="x.csv")
-    assert expected in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------- AUCs
@@ -113,7 +63,7 @@ def test_auc_table_matches_roc_auc_ci(preds):
     assert len(table) == 3 * 3
     for _, row in table.iterrows():
         part = cohort.subset(preds, row["subgroup"])
-        ref = roc_auc_ci(part["label"], part[cohort.MODELS[row["model"]]])
+        ref = roc_auc_ci(part["label"], part[cohort.models_in(preds)[row["model"]]])
         assert row["auc"] == pytest.approx(ref.auc, abs=1e-12)
         assert row["auc_ci_low"] == pytest.approx(ref.ci_low, abs=1e-12)
         assert row["auc_ci_high"] == pytest.approx(ref.ci_high, abs=1e-12)
@@ -142,7 +92,7 @@ def test_one_class_subgroup_is_nan_with_a_note():
     shown = cohort.auc_display(cohort.auc_table(frame, {"DL-UM": "p_dlum"}))
     assert any("n/a" in str(v) for v in shown.iloc[0])
     # decisions are still answered
-    op = cohort.operating_point_table(frame, {"DL-UM": "p_dlum"}, "discordant", 0.5)
+    op = cohort.operating_point_table(frame, {"DL-UM": "p_dlum"}, "discordant", {"p_dlum": 0.5})
     assert math.isnan(op.loc[0, "sensitivity"]) and np.isfinite(op.loc[0, "specificity"])
 
 
@@ -161,24 +111,25 @@ def test_legend_label_has_auc_and_ci(preds):
 # --------------------------------------------------------------------------------------- DeLong
 def test_delong_table_matches_delong_test(preds):
     models = cohort.models_in(preds)
-    table = cohort.delong_table(preds, models, "all", 0.5)
+    table = cohort.delong_table(preds, models, "all", {c: 0.5 for c in models.values()})
     assert list(zip(table["model_a"], table["model_b"])) == [("DL-UM", "DL-U"), ("DL-UM", "DL-M"),
                                                               ("DL-U", "DL-M")]
     for _, row in table.iterrows():
         ref = delong_test(preds["label"], preds[models[row["model_a"]]], preds[models[row["model_b"]]])
         assert row["delong_p"] == pytest.approx(ref.p_value, abs=1e-12)
         assert row["auc_diff"] == pytest.approx(ref.diff, abs=1e-12)
-    assert cohort.delong_table(preds, {"DL-UM": "p_dlum"}, "all").empty
+    assert cohort.delong_table(preds, {"DL-UM": "p_dlum"}, "all", {"p_dlum": 0.5}).empty
     assert "vs" in cohort.delong_display(table).iloc[0]["Comparison"]
 
 
 # ------------------------------------------------------------------------------ operating point
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
 def test_operating_point_matches_binary_and_biopsy_metrics(preds, threshold):
-    table = cohort.operating_point_table(preds, cohort.models_in(preds), "concordant", threshold)
+    models = cohort.models_in(preds)
+    table = cohort.operating_point_table(preds, models, "concordant", {c: threshold for c in models.values()})
     part = cohort.subset(preds, "concordant")
     for _, row in table.iterrows():
-        calls = (part[cohort.MODELS[row["model"]]] >= threshold).astype(int)
+        calls = (part[cohort.models_in(preds)[row["model"]]] >= threshold).astype(int)
         bm, bio = binary_metrics(part["label"], calls), biopsy_metrics(part["label"], calls)
         for name in ("sensitivity", "specificity", "ppv", "npv"):
             ref = getattr(bm, name)
@@ -193,7 +144,7 @@ def test_operating_point_matches_binary_and_biopsy_metrics(preds, threshold):
 
 
 def test_threshold_zero_calls_everything_malignant(preds):
-    row = cohort.operating_point_table(preds, {"DL-UM": "p_dlum"}, "all", 0.0).iloc[0]
+    row = cohort.operating_point_table(preds, {"DL-UM": "p_dlum"}, "all", {"p_dlum": 0.0}).iloc[0]
     assert row["sensitivity"] == 1.0 and row["specificity"] == 0.0
     assert row["recommended_biopsies"] == len(preds)
     assert row["unnecessary_biopsies"] == int((preds["label"] == 0).sum())
@@ -213,18 +164,58 @@ def test_calibration_tables_match_stats(preds):
 
 
 # ------------------------------------------------------------------------------- checkpoint facts
-def test_card_threshold_and_pairing(tmp_path):
-    assert cohort.read_card_json(tmp_path) is None
-    assert cohort.operating_threshold(None) == 0.5
-    (tmp_path / "card.json").write_text(json.dumps({"model": {}, "operating_point": {"threshold": 0.37},
+def test_each_model_is_judged_at_its_own_threshold(preds):
+    models = cohort.models_in(preds)
+    own = {"p_dlum": 0.3, "p_dlu": 0.6, "p_dlm": 0.9}
+    table = cohort.operating_point_table(preds, models, "all", own).set_index("model")
+    for name, column in models.items():
+        calls = (preds[column] >= own[column]).astype(int)
+        assert table.loc[name, "threshold"] == own[column]
+        assert table.loc[name, "sensitivity"] == binary_metrics(preds["label"], calls).sensitivity.estimate
+    delong = cohort.delong_table(preds, models, "all", own)
+    assert delong.loc[0, ["threshold_a", "threshold_b"]].tolist() == [0.3, 0.6]
+    assert cohort.metrics_display(table.reset_index())["Threshold"].tolist() == ["0.300", "0.600", "0.900"]
+
+
+def readme_results() -> dict[tuple[str, str], tuple[float, float]]:
+    """``{(subgroup, model): (sensitivity, specificity)}`` of the README's test-split table."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows, subgroup = {}, None
+    for line in readme.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1] not in ("model", "---"):
+            subgroup = cells[0].split(" (")[0] or subgroup
+            rows[(subgroup, cells[1])] = (float(cells[3]), float(cells[4]))
+    return rows
+
+
+def test_the_shipped_checkpoint_shows_the_readme_figures_at_each_models_card_threshold():
+    """What Cohort ROC shows for the shipped checkpoint equals the README results table."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ckpt = root / "checkpoints" / "dlum-public-v1"
+    frame = cohort.read_predictions(ckpt / "predictions.csv")
+    thresholds = {c: t.value for c, t in thresholds_for(frame, read_card(ckpt)).items()}
+    rows = readme_results()
+    assert len(rows) == 15
+    for sub in ("all", "concordant", "discordant"):
+        table = cohort.operating_point_table(frame, cohort.models_in(frame), sub, thresholds)
+        for _, r in table.iterrows():
+            assert (round(r["sensitivity"], 3), round(r["specificity"], 3)) == rows[(sub, r["model"])]
+    # the discordant DL-U sensitivity the page used to get wrong at DL-UM's threshold
+    assert rows[("discordant", "DL-U")][0] == 0.222
+
+
+def test_card_pairing(tmp_path):
+    (tmp_path / "card.json").write_text(json.dumps({"model": {}, "arch": "dlum",
                                                     "data": {"pairing": "pseudo"}}))
-    card = cohort.read_card_json(tmp_path)
-    assert cohort.operating_threshold(card) == 0.37
-    assert cohort.is_pseudo_paired(card)
-    assert not cohort.is_pseudo_paired({"data": {"pairing": "same_patient"}})
-    assert cohort.operating_threshold({"operating_point": {"threshold": "n/a"}}) == 0.5
-    (tmp_path / "card.json").write_text("{not json")
-    assert cohort.read_card_json(tmp_path) is None
+    assert cohort.is_pseudo_paired(read_card(tmp_path))
+    (tmp_path / "card.json").write_text(json.dumps({"model": {}, "data": {"pairing": "same_patient"}}))
+    assert not cohort.is_pseudo_paired(read_card(tmp_path))
 
 
 def test_pairing_column_marks_pseudo():
@@ -243,10 +234,10 @@ def test_checkpoint_predictions_path(tmp_path):
 
 def test_select_split():
     df = make_predictions(12)
-    df["split"] = ["train", "validation", "test"] * 4
+    df["split"] = ["train", "validation", "test", "external"] * 3
     frame = load(df)
-    assert cohort.splits_in(frame) == ["train", "validation", "test"]
-    assert len(cohort.select_split(frame, "test")) == 4
+    assert cohort.splits_in(frame) == ["train", "validation", "test", "external"]
+    assert len(cohort.select_split(frame, "external")) == 3
     assert len(cohort.select_split(frame, None)) == 12
 
 

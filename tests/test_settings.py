@@ -1,0 +1,41 @@
+"""dlum.settings: every environment setting read in one place and validated."""
+from __future__ import annotations
+
+import pytest
+
+from dlum.constants import Precision
+from dlum.settings import DEFAULT_CHECKPOINT, REPO_ROOT, SettingsError, distributed, read_settings
+
+
+def test_defaults():
+    s = read_settings({})
+    assert s.checkpoint == REPO_ROOT / DEFAULT_CHECKPOINT
+    assert (s.precision, s.compile, s.allow_download) == (Precision.AUTO, False, False)
+
+
+def test_values_are_read_and_bad_ones_named(tmp_path):
+    s = read_settings({"DLUM_CHECKPOINT": str(tmp_path), "DLUM_PRECISION": " BF16 ",
+                       "DLUM_COMPILE": "1", "DLUM_DATA_DIR": str(tmp_path)})
+    assert (s.checkpoint, s.precision, s.compile, s.data_dir) == (tmp_path, Precision.BF16, True, tmp_path)
+    with pytest.raises(SettingsError, match="DLUM_PRECISION='fp8' is not one of auto, fp32, bf16"):
+        read_settings({"DLUM_PRECISION": "fp8"})
+    with pytest.raises(SettingsError, match="DLUM_COMPILE='maybe'"):
+        read_settings({"DLUM_COMPILE": "maybe"})
+
+
+def test_distributed():
+    assert distributed({}) == (0, 1, 0)
+    assert distributed({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}) == (1, 2, 1)
+    with pytest.raises(SettingsError):
+        distributed({"WORLD_SIZE": "2", "RANK": "2"})
+    with pytest.raises(SettingsError, match="whole number"):
+        distributed({"WORLD_SIZE": "two"})
+
+
+def test_info_command_prints_settings_versions_and_checkpoint(capsys):
+    from dlum.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "DLUM_PRECISION = auto" in out and "torch " in out and "dlum-public-v1" in out
+    assert "p_dlum 0.443" in out
