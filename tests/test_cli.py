@@ -280,8 +280,6 @@ def test_predict_judges_each_mode_at_its_own_threshold_and_withholds_whole_image
 def test_predict_refuses_a_card_with_a_bad_threshold_and_nan_weights(tmp_path, capsys):
     import shutil
 
-    from safetensors.torch import load_file, save_file
-
     shipped = REPO / "checkpoints" / "dlum-public-v1"
     bad = tmp_path / "bad"
     shutil.copytree(shipped, bad)
@@ -292,16 +290,9 @@ def test_predict_refuses_a_card_with_a_bad_threshold_and_nan_weights(tmp_path, c
     assert cli.main(args) == 2
     assert "operating_point.thresholds_per_model.p_us_head: 'high' is not a number" in capsys.readouterr().err
 
-    nan = tmp_path / "nan"
-    shutil.copytree(shipped, nan)
-    from safetensors import safe_open
+    from tests.checkpoints import copy_with_nan_weights
 
-    with safe_open(str(nan / "model.safetensors"), framework="pt") as f:
-        meta = f.metadata()
-    state = load_file(str(nan / "model.safetensors"))
-    name = next(k for k in state if k.startswith("us") and k.endswith("weight") and state[k].ndim == 4)
-    state[name] = state[name] * float("nan")
-    save_file(state, str(nan / "model.safetensors"), metadata=meta)
+    nan = copy_with_nan_weights(shipped, tmp_path / "nan", "us")
     assert cli.main(["predict", "--checkpoint", str(nan), "--us", str(EXAMPLE["us"]),
                      "--us-roi", EXAMPLE["us_roi"]]) == 2
     err = capsys.readouterr().err

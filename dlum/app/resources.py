@@ -114,8 +114,10 @@ def load_predictor(path: str, stamp: float = 0.0, precision: str | None = None) 
     ``stamp`` (the weights' mtime) is only part of the cache key; ``precision`` defaults to
     ``$DLUM_PRECISION``. Raises CheckpointError or SettingsError.
     """
+    import numpy as np
     import torch
 
+    from dlum.errors import CheckpointError
     from dlum.inference import Predictor
 
     settings = read_settings()
@@ -123,7 +125,12 @@ def load_predictor(path: str, stamp: float = 0.0, precision: str | None = None) 
     # Warm up once here, while the spinner says the model is loading: the first pass through
     # the network picks its kernels (seconds on a CPU), and grad-cam is a heavy import.
     size = predictor.input_size
-    predictor.forward(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))
+    out = predictor.forward(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))
+    broken = {"p_dlum": "p_dlum", "us_blocks": "p_us_head", "mg_blocks": "p_mg_head"}
+    broken = [name for key, name in broken.items() if not np.isfinite(out[key]).all()]
+    if broken:  # damaged weights: refuse now, on every page, rather than give NaN later
+        raise CheckpointError(f"{path}: the weights give a non-finite output ({', '.join(broken)}) "
+                              "on a blank image: they are damaged; no prediction can be made")
     import pytorch_grad_cam  # noqa: F401
 
     if settings.compile:

@@ -105,6 +105,19 @@ def test_a_card_with_a_bad_threshold_is_refused_on_every_page(app_checkpoint, tm
             assert any("operating_point.thresholds_per_model.p_us_head" in e for e in errors), page
 
 
+def test_weights_giving_nan_are_refused_on_every_page_that_loads_the_model(app_checkpoint, tmp_path,
+                                                                          monkeypatch):
+    from tests.checkpoints import copy_with_nan_weights
+
+    bad = copy_with_nan_weights(app_checkpoint, tmp_path / "nan", "mg")
+    monkeypatch.setenv("DLUM_CHECKPOINT", str(bad))
+    for page in (HOME, CASE_REVIEW):
+        at = _run(page)
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "non-finite output" in errors[0] and "p_mg_head" in errors[0], page
+        assert not at.metric or page == HOME and not any(m.label == "Checkpoint" for m in at.metric)
+
+
 def test_show_error_lists_every_problem_of_a_table():
     def script():
         from dlum.app.resources import show_error
