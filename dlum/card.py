@@ -114,20 +114,27 @@ class Estimate:
 
 @dataclass(frozen=True)
 class OutputMetrics:
-    """One output's results in one subgroup: AUC (DeLong CI), sensitivity and specificity
-    (Wilson CIs) at the output's own threshold."""
+    """One output's results in one subgroup: AUC (DeLong CI, and where the cases are clustered a
+    cluster-bootstrap CI), sensitivity and specificity (Wilson CIs) at the output's own
+    threshold, and calibration (ECE over 10 equal-count bins, Brier score)."""
 
     auc: Estimate
     sensitivity: Estimate
     specificity: Estimate
+    auc_cluster_ci: tuple[float, float] | None = None
+    ece: float | None = None
+    brier: float | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> OutputMetrics:
         d = _mapping(d, where)
-        parts = {}
+        parts: dict[str, Any] = {}
         for key in ("auc", "sensitivity", "specificity"):
             parts[key] = Estimate(_probability(d.get(key), f"{where}.{key}"),
                                   _interval(d.get(f"{key}_ci"), f"{where}.{key}_ci"))
+        parts["auc_cluster_ci"] = _interval(d.get("auc_cluster_ci"), f"{where}.auc_cluster_ci")
+        parts["ece"] = _probability(d.get("ece"), f"{where}.ece")
+        parts["brier"] = _probability(d.get("brier"), f"{where}.brier")
         return cls(**parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +143,10 @@ class OutputMetrics:
             e = getattr(self, key)
             out[key] = e.value
             out[f"{key}_ci"] = list(e.ci) if e.ci else None
+        for key in ("auc_cluster_ci", "ece", "brier"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
 

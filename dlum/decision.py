@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from dlum.card import Card
 from dlum.constants import DEFAULT_THRESHOLD, MODALITY_NAMES, Mode
 from dlum.errors import DLUMError
+from dlum.stats.calibration import CALIBRATED_ECE
 
 __all__ = [
     "BF16_MARGIN",
@@ -94,7 +95,22 @@ class Decision:
     sensitivity_ci: tuple[float, float] | None = None
     specificity_ci: tuple[float, float] | None = None
     withheld: str | None = None
+    ece: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def calibrated(self) -> bool | None:
+        """Whether the output's test-split ECE is at most 0.05 (None: the card does not say)."""
+        return None if self.ece is None else self.ece <= CALIBRATED_ECE
+
+    def calibration_text(self) -> str:
+        """What P(malignant) may be read as, from the output's test-split calibration."""
+        if self.ece is None:
+            return "Calibration unknown (the card has no ECE): read P as a score, not a risk."
+        if self.calibrated:
+            return f"P is calibrated on the test split (ECE {self.ece:.3f}): it can be read as a risk."
+        return (f"P is not calibrated (ECE {self.ece:.3f} on the test split): read it as a score "
+                "that ranks cases, not as a risk.")
 
     @property
     def made(self) -> bool:
@@ -179,6 +195,7 @@ def decide(prediction: PredictionLike, card: Card | None, *,
         sensitivity_ci=None if results is None else results.sensitivity.ci,
         specificity_ci=None if results is None else results.specificity.ci,
         withheld=withheld,
+        ece=None if results is None else results.ece,
         notes=tuple(notes),
     )
 

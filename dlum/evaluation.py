@@ -17,11 +17,21 @@ import numpy as np
 import pandas as pd
 
 from dlum.constants import ALL, PSEUDO, SPLITS, SUBGROUPS
-from dlum.formatting import count_pct_columns, format_ci, format_p_value, format_pct_ci
+from dlum.formatting import (
+    count_pct_columns,
+    format_ci,
+    format_number,
+    format_p_value,
+    format_pct_ci,
+)
 from dlum.predictions import PREDICTIONS_FILE, model_columns, read_predictions
 from dlum.stats import (
+    CALIBRATED_ECE,
     binary_metrics,
+    calibration_summary,
     calibration_table,
+    cluster_bootstrap_auc_ci,
+    pair_clusters,
     collect_notes,
     roc_curve_points,
     subgroup_comparisons,
@@ -45,6 +55,8 @@ __all__ = [
     "operating_point_table",
     "confusion_matrix",
     "calibration_tables",
+    "calibration_metrics",
+    "calibration_display",
     "auc_display",
     "delong_display",
     "metrics_display",
@@ -120,8 +132,11 @@ def _rater_map(models) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------- analyses
-def auc_table(frame: pd.DataFrame, models, subgroups=SUBGROUPS, level: float = 0.95) -> pd.DataFrame:
-    """AUC with DeLong SE and CI per model and subgroup (``dlum.stats.subgroup_summary``).
+def auc_table(frame: pd.DataFrame, models, subgroups=SUBGROUPS, level: float = 0.95,
+              n_boot: int = 2000) -> pd.DataFrame:
+    """AUC with DeLong SE and CI per model and subgroup (``dlum.stats.subgroup_summary``), and,
+    when the table has ``patient_id``, a cluster-bootstrap CI that resamples US patients and MG
+    women (``dlum.stats.cluster_bootstrap_auc_ci``; pairs sharing a woman are not independent).
 
     A subgroup with one class gets NaN and a note (not an error)."""
     notes: list[str] = []
@@ -129,7 +144,46 @@ def auc_table(frame: pd.DataFrame, models, subgroups=SUBGROUPS, level: float = 0
         table = subgroup_summary(frame, _rater_map(models), subgroups=list(subgroups), level=level)
     keep = ["rater", "subgroup", "n", "n_malignant", "n_benign", "auc", "auc_se", "auc_ci_low",
             "auc_ci_high", "note"]
-    return table[keep].rename(columns={"rater": "model"})
+    table = table[keep].rename(columns={"rater": "model"})
+    low, high = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    if "patient_id" in frame.columns and (frame["patient_id"].astype(str) != "").all():
+        rmap = _rater_map(models)
+        for i, row in table.iterrows():
+            part = subset(frame, row["subgroup"])
+            if not np.isfinite(row["auc"]):
+                continue
+            with collect_notes([]):
+                boot = cluster_bootstrap_auc_ci(part["label"].to_numpy(), part[rmap[row["model"]]],
+                                                pair_clusters(part["patient_id"]), n_boot=n_boot,
+                                                level=level, seed=0)
+            low[i], high[i] = boot.ci_low, boot.ci_high
+    table["auc_cluster_ci_low"], table["auc_cluster_ci_high"] = low, high
+    return table
+
+
+def calibration_metrics(frame: pd.DataFrame, models, subgroup: str, bins: int = 10) -> pd.DataFrame:
+    """ECE (equal-count bins) and Brier score per model (``dlum.stats.calibration_summary``)."""
+    part = subset(frame, subgroup)
+    rows = []
+    for name, col in _rater_map(models).items():
+        with collect_notes([]):
+            c = calibration_summary(part["label"].to_numpy(), part[col].to_numpy(), bins=bins)
+        rows.append({"model": name, "ece": c.ece, "brier": c.brier, "mean_predicted": c.mean_predicted,
+                     "observed": c.observed, "calibrated": bool(c.ece <= CALIBRATED_ECE)
+                     if np.isfinite(c.ece) else False})
+    return pd.DataFrame(rows)
+
+
+def calibration_display(table: pd.DataFrame) -> pd.DataFrame:
+    """ECE and Brier score as text, with whether each model's P reads as a risk."""
+    return pd.DataFrame({
+        "Model": table["model"],
+        "ECE (10 equal-count bins)": [format_number(v) for v in table["ece"]],
+        "Brier score": [format_number(v) for v in table["brier"]],
+        "Mean P / observed rate": [f"{format_number(a)} / {format_number(b)}"
+                                   for a, b in zip(table["mean_predicted"], table["observed"])],
+        "Calibrated (ECE ≤ 0.05)": ["yes" if c else "no" for c in table["calibrated"]],
+    })
 
 
 def roc_curves(frame: pd.DataFrame, models, subgroup: str) -> dict[str, pd.DataFrame]:
@@ -210,6 +264,15 @@ def calibration_tables(frame: pd.DataFrame, models, subgroup: str, bins: int = 1
 
 
 # ------------------------------------------------------------------------------------- display
+def _auc_cell(r) -> str:
+    if not np.isfinite(r["auc"]):
+        return f"n/a ({r['note'] or 'not computable'})"
+    text = format_ci(r["auc"], r["auc_ci_low"], r["auc_ci_high"])
+    if np.isfinite(r.get("auc_cluster_ci_low", np.nan)):
+        text += f" · clusters [{r['auc_cluster_ci_low']:.3f}–{r['auc_cluster_ci_high']:.3f}]"
+    return text
+
+
 def auc_display(table: pd.DataFrame) -> pd.DataFrame:
     """The AUC table as text, one row per model and one column per subgroup:
     'AUC [95% CI]' or 'n/a (<why>)'; the headers give the cases (malignant / benign)."""
@@ -218,8 +281,7 @@ def auc_display(table: pd.DataFrame) -> pd.DataFrame:
         part = table[table["subgroup"] == g].set_index("model")
         first = part.iloc[0]
         header = f"{g}: {first['n']} cases ({first['n_malignant']} malignant / {first['n_benign']} benign)"
-        out[header] = [format_ci(r["auc"], r["auc_ci_low"], r["auc_ci_high"]) if np.isfinite(r["auc"])
-                       else f"n/a ({r['note'] or 'not computable'})" for _, r in part.loc[out["Model"]].iterrows()]
+        out[header] = [_auc_cell(r) for _, r in part.loc[out["Model"]].iterrows()]
     return pd.DataFrame(out)
 
 

@@ -20,7 +20,15 @@ from dlum.constants import ALL, HELD_OUT_SPLITS, SUBGROUPS, VALIDATION
 from dlum.errors import DLUMError
 from dlum.formatting import format_number, format_p_value
 from dlum.predictions import MIN_SENSITIVITY, MODEL_NAMES, model_columns, model_name
-from dlum.stats import binary_metrics, delong_test, roc_auc_ci, threshold_for_sensitivity
+from dlum.stats import (
+    binary_metrics,
+    calibration_summary,
+    cluster_bootstrap_auc_ci,
+    delong_test,
+    pair_clusters,
+    roc_auc_ci,
+    threshold_for_sensitivity,
+)
 
 __all__ = [
     "MIN_SENSITIVITY",
@@ -38,6 +46,9 @@ __all__ = [
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
+
+#: Replicates of the cluster bootstrap of each AUC (seed 0: the card is reproducible).
+CLUSTER_BOOT = 2000
 
 #: How the README names each held-out split.
 SPLIT_TITLES = {"test": "Test split", "external": "External split (a second centre)"}
@@ -83,14 +94,24 @@ def subgroup_metrics(predictions: pd.DataFrame, thresholds: dict[str, float]
         delong: dict[str, float | None] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            clusters = pair_clusters(rows["patient_id"]) if "patient_id" in rows else None
             for column in models if len(rows) else ():
                 auc = roc_auc_ci(y, rows[column])
                 calls = (rows[column].to_numpy() >= thresholds[column]).astype(int)
                 bm = binary_metrics(y, calls)
+                cluster_ci = None
+                if clusters is not None and np.isfinite(auc.auc):
+                    boot = cluster_bootstrap_auc_ci(y, rows[column], clusters, n_boot=CLUSTER_BOOT,
+                                                    seed=0)
+                    cluster_ci = _estimate(boot.auc, boot.ci_low, boot.ci_high).ci
+                cal = calibration_summary(y, rows[column], bins=10)
                 outputs[column] = OutputMetrics(
                     _estimate(auc.auc, auc.ci_low, auc.ci_high),
                     _estimate(bm.sensitivity.estimate, bm.sensitivity.ci_low, bm.sensitivity.ci_high),
-                    _estimate(bm.specificity.estimate, bm.specificity.ci_low, bm.specificity.ci_high))
+                    _estimate(bm.specificity.estimate, bm.specificity.ci_low, bm.specificity.ci_high),
+                    auc_cluster_ci=cluster_ci,
+                    ece=cal.ece if np.isfinite(cal.ece) else None,
+                    brier=cal.brier if np.isfinite(cal.brier) else None)
             if "p_dlum" in rows and len(rows):
                 for other in models:
                     if other in ("p_dlum", "p_us_head", "p_mg_head"):
@@ -126,9 +147,9 @@ def results_markdown(card: Card) -> str:
             f"**{SPLIT_TITLES.get(split, split)}** of the {cohort}, checkpoint `{card.name}`; each "
             f"model at its own threshold chosen on the validation split ({rule}; DL-UM: {fused}).",
             "",
-            "| subgroup (n: malignant/benign) | model | AUC [95% CI] | sensitivity | specificity "
-            "| DeLong p vs DL-UM |",
-            "|---|---|---|---|---|---|",
+            "| subgroup (n: malignant/benign) | model | AUC [DeLong 95% CI] | AUC cluster-bootstrap "
+            "95% CI | sensitivity | specificity | ECE | DeLong p vs DL-UM |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for subgroup in SUBGROUPS:
             entry = groups.get(subgroup)
@@ -141,11 +162,13 @@ def results_markdown(card: Card) -> str:
                 m = entry.outputs[column]
                 lo, hi = m.auc.ci or (None, None)
                 p = format_p_value(entry.delong_p.get(column)) if column in entry.delong_p else ""
+                clo, chi = m.auc_cluster_ci or (None, None)
+                cluster = f"[{format_number(clo)}, {format_number(chi)}]" if m.auc_cluster_ci else ""
                 lines.append(
                     f"| {label} | {model_name(column)} | {format_number(m.auc.value)} "
-                    f"[{format_number(lo)}, {format_number(hi)}] | "
+                    f"[{format_number(lo)}, {format_number(hi)}] | {cluster} | "
                     f"{format_number(m.sensitivity.value)} | {format_number(m.specificity.value)} "
-                    f"| {p} |")
+                    f"| {format_number(m.ece)} | {p} |")
                 label = ""
         sections.append("\n".join(lines))
     return "\n\n".join(sections)

@@ -210,7 +210,7 @@ with st.container(border=True):
                            else ":material/event:"))
         else:
             st.badge(decision.label, color="orange", icon=":material/crop_free:")
-        st.caption(decision_text(decision))
+        st.caption(decision_text(decision) + " " + decision.calibration_text())
 if prediction.mode != "pair":
     st.info(f"**One image only — {decision.output_title}.** " + " ".join(decision.notes),
             icon=":material/looks_one:")

@@ -39,6 +39,11 @@ def auc_table(frame: pd.DataFrame, models: dict) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def calibration_metrics(frame: pd.DataFrame, models: dict, subgroup: str) -> pd.DataFrame:
+    return cohort.calibration_metrics(frame, models, subgroup)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 def subgroup_analysis(frame: pd.DataFrame, models: dict, subgroup: str, thresholds: dict, bins: int):
     return (cohort.roc_curves(frame, models, subgroup),
             cohort.delong_table(frame, models, subgroup, thresholds),
@@ -139,7 +144,10 @@ if data_frame.empty:
 st.subheader("AUC by subgroup")
 aucs = auc_table(data_frame, models)
 table_with_download(cohort.auc_display(aucs), aucs, "auc_by_subgroup.csv", key="auc",
-                    caption="DeLong 95% CIs. A subgroup with one class has no AUC (n/a, with a note).")
+                    caption="DeLong 95% CIs; with a patient_id column also a cluster-bootstrap 95% CI "
+                            "(\u201cclusters\u201d: US patients and MG women resampled). Pairs that "
+                            "share a woman are not independent, so for pseudo-pairs the cluster "
+                            "interval is the honest one. A subgroup with one class has no AUC.")
 
 # -------------------------------------------------------------------------------- per subgroup
 counts = cohort.subgroup_counts(data_frame).set_index("subgroup")
@@ -216,6 +224,12 @@ if not delong.empty:
                         key="paired")
 
 st.subheader("Calibration")
+calibrated = calibration_metrics(data_frame, models, subgroup)
+table_with_download(cohort.calibration_display(calibrated), calibrated,
+                    f"calibration_summary_{subgroup}.csv", key="calib_summary",
+                    caption="Expected calibration error over 10 equal-count bins and Brier score. "
+                            "A model is called calibrated only when its ECE is at most 0.05; "
+                            "otherwise read its P(malignant) as a score, not a risk.")
 st.slider("Bins", 5, 20, 10, key="bins")
 st.plotly_chart(figures.calibration_figure(calibration, title=f"Calibration, {subgroup} lesions"),
                 key="calibration")

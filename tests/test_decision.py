@@ -83,3 +83,15 @@ def test_case_result_holds_outputs_decision_and_model_rounded():
     assert out["us"] == "a.png" and out["p_dlum"] == 0.1235 and out["mode"] == "pair"
     assert out["decision"]["label"] == FOLLOW_UP and out["decision"]["threshold"] == 0.44
     assert out["model"] == {"name": "m1", "precision": "float32"} and "seconds" not in out
+
+
+def test_p_is_called_calibrated_only_when_the_test_ece_says_so():
+    def card(ece):
+        return Card.from_dict({"arch": "dlum", "model": {},
+                               "operating_point": {"thresholds_per_model": {"p_dlum": 0.5}},
+                               "metrics": {"test": {"all": {"p_dlum": {"auc": 0.8, "ece": ece}}}}})
+
+    good, bad = decide(_prediction(), card(0.03)), decide(_prediction(), card(0.2))
+    assert good.calibrated and "is calibrated" in good.calibration_text()
+    assert bad.calibrated is False and "not calibrated (ECE 0.200" in bad.calibration_text()
+    assert decide(_prediction(), CARD).calibrated is None

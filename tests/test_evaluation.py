@@ -185,9 +185,9 @@ def readme_results() -> dict[tuple[str, str], tuple[float, float]]:
     rows, subgroup = {}, None
     for line in readme.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[1] not in ("model", "---"):
+        if len(cells) == 8 and cells[1] not in ("model", "---"):
             subgroup = cells[0].split(" (")[0] or subgroup
-            rows[(subgroup, cells[1])] = (float(cells[3]), float(cells[4]))
+            rows[(subgroup, cells[1])] = (float(cells[4]), float(cells[5]))
     return rows
 
 
@@ -245,3 +245,23 @@ def test_subgroup_counts(preds):
     counts = cohort.subgroup_counts(preds).set_index("subgroup")
     assert counts.loc["all", "n"] == counts.loc["concordant", "n"] + counts.loc["discordant", "n"]
     assert counts.loc["all", "n_malignant"] == int(preds["label"].sum())
+
+
+def test_cluster_intervals_need_patient_ids_and_are_wider_for_reused_lesions():
+    df = make_predictions(120)
+    plain = cohort.auc_table(load(df), {"DL-UM": "p_dlum"}, n_boot=300)
+    assert plain["auc_cluster_ci_low"].isna().all()
+    df["patient_id"] = [f"us{i}+mg{i % 6}" for i in range(len(df))]  # 6 MG women, reused
+    table = cohort.auc_table(load(df), {"DL-UM": "p_dlum"}, n_boot=300).set_index("subgroup")
+    row = table.loc["all"]
+    assert row["auc_cluster_ci_low"] <= row["auc"] <= row["auc_cluster_ci_high"]
+    assert "clusters [" in cohort.auc_display(table.reset_index()).iloc[0, 1]
+
+
+def test_calibration_metrics_match_stats(preds):
+    from dlum.stats import calibration_summary
+
+    table = cohort.calibration_metrics(preds, {"DL-UM": "p_dlum"}, "all")
+    ref = calibration_summary(preds["label"], preds["p_dlum"])
+    assert table.loc[0, "ece"] == ref.ece and table.loc[0, "brier"] == ref.brier
+    assert cohort.calibration_display(table).iloc[0]["Calibrated (ECE ≤ 0.05)"] in ("yes", "no")

@@ -6,6 +6,8 @@
 - ``decisions``: sensitivity, specificity, PPV, NPV, biopsy figures, McNemar and chi-square tests.
 - ``agreement``: Cohen's kappa, unweighted or linear/quadratic weighted, over declared levels;
   Landis & Koch wording (``kappa_band``).
+- ``cluster``: AUC CIs from a two-way cluster bootstrap (US patients x MG women) for pseudo-pairs.
+- ``calibration``: expected calibration error (equal-count bins) and Brier score.
 - ``subgroups``: one tidy table per rater and subgroup (all / concordant / discordant).
 - ``tables``: the article's Tables 2-4 as data, Tables 2-3 recomputed from their counts, and each
   printed table beside its recomputation (``published_table2/3/4``).
@@ -14,6 +16,18 @@ from __future__ import annotations
 
 from dlum.stats._validate import DegenerateDataWarning, collect_notes
 from dlum.stats.agreement import Kappa, agreement_table, kappa_band, weighted_kappa
+from dlum.stats.calibration import (
+    CALIBRATED_ECE,
+    Calibration,
+    calibration_summary,
+    expected_calibration_error,
+)
+from dlum.stats.cluster import (
+    ClusterBootstrapAuc,
+    cluster_bootstrap_auc_ci,
+    pair_clusters,
+    weighted_auc,
+)
 from dlum.stats.decisions import (
     BinaryMetrics,
     BiopsyMetrics,
@@ -54,6 +68,14 @@ from dlum.stats.tables import (
 )
 
 __all__ = [
+    "CALIBRATED_ECE",
+    "Calibration",
+    "calibration_summary",
+    "expected_calibration_error",
+    "ClusterBootstrapAuc",
+    "cluster_bootstrap_auc_ci",
+    "pair_clusters",
+    "weighted_auc",
     # issue 3 API
     "roc_auc_ci",
     "delong_test",
