@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     import time
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v1"),
+    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v2"),
                         help="checkpoint folder (default: the shipped one)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")

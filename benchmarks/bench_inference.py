@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     from dlum.runtime import fast_dtype, resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v1"))
+    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v2"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", default=None,

@@ -30,13 +30,15 @@ DEFAULT_COHORT = REPO / "cache" / "public" / "cohort.csv"
 
 
 def _shipped_reference(checkpoint: Path, frame):
-    """The checkpoint's fp32 ``predictions.csv`` when it holds exactly ``frame``'s cases, else None."""
+    """The checkpoint's fp32 ``predictions.csv`` rows of ``frame``'s cases when it holds them all
+    (it may hold other held-out splits too), else None."""
     import pandas as pd
 
     path = checkpoint / "predictions.csv"
     if not path.is_file():
         return None
     shipped = pd.read_csv(path, dtype={"case_id": str})
+    shipped = shipped[shipped["case_id"].isin(set(frame["case_id"]))]
     if sorted(shipped["case_id"]) != sorted(frame["case_id"]) or "p_dlum" not in shipped:
         return None
     return shipped
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     from dlum.runtime import fast_dtype, resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v1"))
+    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v2"))
     parser.add_argument("--cohort", default=str(DEFAULT_COHORT),
                         help="cohort table from `python -m dlum prepare` (default cache/public/cohort.csv)")
     parser.add_argument("--split", default="test")

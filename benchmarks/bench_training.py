@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (default auto)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v1"))
+    parser.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "dlum-public-v2"))
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)

@@ -31,16 +31,24 @@ def save_checkpoint(
     directory = Path(directory)
     model_config = card.model if isinstance(card, Card) else card["model"]
     directory.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if model_config.get("frozen_backbone"):  # the ImageNet convolutions are not stored again
+        state = {k: v for k, v in state.items() if not _is_backbone(k)}
     unique, aliases = dedup_shared(
         {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-         for k, v in model.state_dict().items()},
-        originals=model.state_dict(),
+         for k, v in state.items()},
+        originals=state,
     )
     metadata = {"format": "dlum", "model": json.dumps(model_config), "aliases": json.dumps(aliases)}
     save_file(unique, str(directory / weights_name), metadata=metadata)
     if weights_name == WEIGHTS:
         write_card(directory, card)
     return directory
+
+
+def _is_backbone(key: str) -> bool:
+    """A state-dict key of a branch's convolution blocks (not of a head or the fusion)."""
+    return ".blocks." in key
 
 
 def dedup_shared(
@@ -103,8 +111,13 @@ def load_checkpoint(
     except Exception as exc:
         raise CheckpointError(f"{directory}: cannot build the model the card describes ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    frozen = bool(card.model.get("frozen_backbone"))
     try:
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=not frozen)
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: weights do not fit the model in the card ({exc})") from None
+    if frozen and (result.unexpected_keys or any(not _is_backbone(k) for k in result.missing_keys)):
+        raise CheckpointError(f"{weights}: weights do not fit the model in the card (missing "
+                              f"{[k for k in result.missing_keys if not _is_backbone(k)][:5]}, "
+                              f"unexpected {result.unexpected_keys[:5]})")
     return model.to(device).eval(), card

@@ -141,7 +141,15 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table (ARCHITECTURE schema)")
     _crops_argument(parser)
     parser.add_argument("--arch", choices=[a.value for a in Arch], default=Arch.DLUM.value,
-                        help="dlum (fusion), dlu (US), dlm (MG)")
+                        help="dlum (fusion), dlu (US), dlm (MG); the frozen-stacked recipe makes "
+                        "all three at once (--arch dlum)")
+    parser.add_argument("--recipe", choices=["paper", "frozen-stacked"], default="paper",
+                        help="paper: the DL-UM paper's end-to-end training (for real same-patient "
+                        "pairs; a GPU helps). frozen-stacked: frozen ImageNet backbones, linear "
+                        "heads and a fusion stacked on out-of-fold logits, for scarce MG data and "
+                        "pseudo-pairs; runs on a CPU (docs/training.md)")
+    parser.add_argument("--views", type=int, default=4,
+                        help="frozen-stacked: augmented views per training lesion")
     parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint folder to write")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -170,6 +178,8 @@ def _train_run(args: argparse.Namespace) -> int:
     from dlum.data.crops import extract_crops
     from dlum.training import TrainConfig, fit
 
+    if args.recipe == "frozen-stacked":
+        return _train_frozen(args)
     pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
     config = TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -182,20 +192,57 @@ def _train_run(args: argparse.Namespace) -> int:
     cohort, crops = _cohort_and_crops(args, "train")
     if crops is None:
         crops = extract_crops(cohort, progress=not args.quiet)
-    data_info = {
-        "cohort": str(args.cohort),
-        "rows": int(len(cohort)),
-        "sources": sorted(set(cohort.get("source", []))),
-        "pairing": sorted(set(cohort.get("pairing", []))),
-        "split_sizes": {k: int(v) for k, v in cohort["split"].value_counts().items()},
-    }
     card = fit(cohort, crops, args.out, config, resume=not args.no_resume,
-               progress=not args.quiet, data_info=data_info)
+               progress=not args.quiet, data_info=_data_info(args, cohort))
     if card:
         t = card.training
         print(f"kept epoch {t['epoch_kept']} of {t['epochs_run']} (validation loss "
               f"{t['best_val_loss']:.4f}, AUC {t['best_val_auc']:.3f}); wrote {args.out}")
     return 0
+
+
+def _train_frozen(args: argparse.Namespace) -> int:
+    from dlum.data.crops import extract_crops
+    from dlum.frozen import FrozenConfig, fit_frozen
+
+    if args.arch != "dlum":
+        raise DLUMError("--recipe frozen-stacked makes DL-UM with its DL-U and DL-M branches: "
+                        "use --arch dlum")
+    config = FrozenConfig(views=args.views, seed=args.seed, precision=args.precision,
+                          device=args.device)
+    cohort, crops = _cohort_and_crops(args, "train")
+    if crops is None:
+        crops = extract_crops(cohort, progress=not args.quiet)
+    card = fit_frozen(cohort, crops, args.out, config, progress=not args.quiet,
+                      data_info=_data_info(args, cohort))
+    fusion = card.training["fit"]["fusion"]
+    print(f"fitted in {card.training['seconds']:.0f} s (fusion: {fusion['alpha_us']:.2f} x US + "
+          f"{fusion['beta_mg']:.2f} x MG); wrote {args.out}. Next: python -m dlum report "
+          f"--checkpoint {args.out} --held-out {args.out}/held_out_predictions.csv")
+    return 0
+
+
+def _data_info(args: argparse.Namespace, cohort) -> dict:
+    """The card's ``data`` section: the table, its sources, pairing and split sizes, and, for a
+    table written by ``prepare``, its pairing rule and seed (``prepare_summary.json``)."""
+    import json
+    from pathlib import Path
+
+    pairings = sorted(set(cohort.get("pairing", [])))
+    info = {
+        "cohort": str(args.cohort),
+        "rows": int(len(cohort)),
+        "sources": sorted(set(cohort.get("source", []))),
+        "pairing": pairings[0] if len(pairings) == 1 else pairings,
+        "split_sizes": {k: int(v) for k, v in cohort["split"].value_counts().items()},
+    }
+    summary = Path(args.cohort).parent / "prepare_summary.json"
+    try:
+        prepared = json.loads(summary.read_text(encoding="utf-8"))
+        info.update({"prepared_with_seed": prepared["seed"], "pairing_rule": prepared["pairing_rule"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not a table from `prepare`: nothing more to say
+    return info
 
 
 register(Command("train", "train DL-UM, DL-U or DL-M on a cohort table", _train_arguments, _train_run))

@@ -88,7 +88,7 @@ class Predictor:
     these 3 × 3 convolutions (on this project's 2-core CPU: fp32 0.46 → 0.44 s per pair, bf16
     0.23 → 0.21 s; ``benchmarks/bench_inference.py``).
 
-    >>> p = Predictor("checkpoints/dlum-public-v1")            # doctest: +SKIP
+    >>> p = Predictor("checkpoints/dlum-public-v2")            # doctest: +SKIP
     >>> p.predict_pair(us="us.png", mg="mg.dcm").p_dlum        # doctest: +SKIP
     """
 

@@ -263,7 +263,7 @@ def precision_agreement(reference: pd.DataFrame, other: pd.DataFrame, threshold:
 PREDICT_START = "<!-- predict:start -->"
 PREDICT_END = "<!-- predict:end -->"
 PREDICT_EXAMPLE = [
-    "predict", "--checkpoint", "checkpoints/dlum-public-v1", "--precision", "fp32",
+    "predict", "--checkpoint", "checkpoints/dlum-public-v2", "--precision", "fp32",
     "--us", "examples/phantom-12-us.png", "--us-roi", "98,45,192,179",
     "--mg", "examples/phantom-12-mg.png", "--mg-roi", "49,88,141,186",
 ]

@@ -2,7 +2,7 @@
 
 =====================  ==================================================================
 ``DLUM_CHECKPOINT``    checkpoint folder the dashboard loads (default: the shipped
-                       ``checkpoints/dlum-public-v1``; relative paths start at the repository)
+                       ``checkpoints/dlum-public-v2``; relative paths start at the repository)
 ``DLUM_DATA_DIR``      public data folder (default: ``../shared/data`` beside the repository)
 ``DLUM_PRECISION``     ``auto`` (default), ``fp32`` or ``bf16``: precision of the dashboard's
                        probabilities (CAMs always run in fp32)
@@ -44,7 +44,7 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shipped checkpoint, relative to the repository root.
-DEFAULT_CHECKPOINT = Path("checkpoints", "dlum-public-v1")
+DEFAULT_CHECKPOINT = Path("checkpoints", "dlum-public-v2")
 
 CHECKPOINT_ENV = "DLUM_CHECKPOINT"
 DATA_ENV = "DLUM_DATA_DIR"

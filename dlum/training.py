@@ -582,6 +582,12 @@ def build_card(run: _Run, *, log: list[dict], best: dict, seconds: float,
         "input": {"size": config.input_size, "imagenet_normalisation": run.imagenet,
                   "roi_expansion": 0.30, "intensity": "min-max to [0, 1] per crop"},
         "training": {
+            "recipe": "paper",
+            "deviations_from_paper": [
+                "ROI expansion 15% per side (the paper: 30% of the shortest side, unspecified)",
+                "VGG19 initialised from ImageNet VGG16 deepened with identity convolutions "
+                "when torchvision's VGG19 weights are not cached",
+            ],
             **config.to_dict(),
             "epochs_run": len(log),
             "epoch_kept": best["epoch"],

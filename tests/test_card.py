@@ -8,7 +8,7 @@ import pytest
 
 from dlum.card import CardError, card_sections, read_card, results_rows, write_card
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
 
 
 def _card(**op):
@@ -16,13 +16,23 @@ def _card(**op):
             "operating_point": {"thresholds_per_model": {"p_dlum": 0.4, **op}}}
 
 
-def test_the_shipped_card_reads_with_each_outputs_threshold_and_test_results():
+def test_the_shipped_card_reads_with_each_outputs_threshold_and_held_out_results():
+    import pandas as pd
+
+    from dlum.reporting import choose_threshold
+
     card = read_card(SHIPPED)
     assert card.arch == "dlum" and card.pseudo_paired and card.input.size == 224
-    assert card.threshold == pytest.approx(0.443196)
-    assert card.threshold_for("p_dlu") == pytest.approx(0.30378315)
-    assert card.results("p_dlu", "test", "discordant").sensitivity.value == pytest.approx(2 / 9)
-    assert set(card.metrics) == {"test"}
+    held = pd.read_csv(SHIPPED / "held_out_predictions.csv")
+    val = held[held.split == "validation"]
+    for column in ("p_dlum", "p_us_head", "p_mg_head", "p_dlu", "p_dlm"):
+        assert card.threshold_for(column) == pytest.approx(choose_threshold(val.label, val[column]))
+    test = held[held.split == "test"]
+    discordant = test[test.subgroup == "discordant"]
+    calls = discordant.p_dlu >= card.threshold_for("p_dlu")
+    sens = calls[discordant.label == 1].mean()
+    assert card.results("p_dlu", "test", "discordant").sensitivity.value == pytest.approx(sens)
+    assert set(card.metrics) == set(held.split) - {"validation"}
 
 
 @pytest.mark.parametrize("value, message", [
@@ -70,15 +80,17 @@ def test_legacy_test_metrics_read_as_the_test_split():
     card["test_metrics"] = card.pop("metrics")["test"]
     from dlum.card import Card
 
-    assert Card.from_dict(card).metrics["test"]["all"].n == 426
+    assert Card.from_dict(card).metrics["test"]["all"].n == card["test_metrics"]["all"]["n"]
 
 
 def test_results_rows_and_sections_for_the_home_page():
     card = read_card(SHIPPED)
     rows = results_rows(card)
-    assert len(rows) == 3 * 5  # subgroups x outputs
-    dlu = next(r for r in rows if r["model"] == "DL-U" and r["subgroup"] == "all")
-    assert dlu["threshold"] == "0.304" and dlu["AUC [95% CI]"] == "0.878 [0.844–0.913]"
+    assert len(rows) == len(card.metrics) * 3 * 5  # splits x subgroups x outputs
+    dlu = next(r for r in rows if r["model"] == "DL-U" and r["subgroup"] == "all" and r["split"] == "test")
+    auc = card.results("p_dlu")
+    assert dlu["threshold"] == f"{card.threshold_for('p_dlu'):.3f}"
+    assert dlu["AUC [95% CI]"] == f"{auc.auc.value:.3f} [{auc.auc.ci[0]:.3f}–{auc.auc.ci[1]:.3f}]"
     sections = card_sections(card)
     assert sections["identity"]["architecture"] == "DL-UM"
     assert "pairing_rule" in sections and "pairing_rule" not in sections["data"]

@@ -150,8 +150,9 @@ def test_prepared_table_is_valid_and_honest(prepared, shared_data):
     assert list(pd.read_csv(out / "cohort.csv", nrows=1).columns) == list(COLUMNS)
     cohort = read_cohort(out / "cohort.csv")  # images and ROIs checked too
     assert (cohort["pairing"] == "pseudo").all()
+    development = cohort[cohort["split"] != "external"]  # external rows reuse test MG lesions
     for modality in ("us", "mg"):
-        assert (cohort.groupby(f"{modality}_image")["split"].nunique() == 1).all()
+        assert (development.groupby(f"{modality}_image")["split"].nunique() == 1).all()
     lesions = pd.read_csv(out / "lesions.csv")
     assert (lesions.groupby(["modality", "patient_id"])["split"].nunique() == 1).all()
     label = lesions.set_index("lesion_id")["label"]
@@ -177,7 +178,7 @@ def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, caps
 
     from dlum.reporting import README_END, README_START
 
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
     shutil.copy(shipped / "card.json", checkpoint / "card.json")
@@ -187,8 +188,9 @@ def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, caps
     printed = capsys.readouterr().out.strip()
     text = readme.read_text()
     assert "stale" not in text and printed in text and text.endswith(f"{README_END}\nafter\n")
-    auc = json.loads((checkpoint / "card.json").read_text())["metrics"]["test"]["all"]["p_dlum"]["auc"]
-    assert f"| all (140/286) | DL-UM | {auc:.3f} [" in printed  # the card's own test metrics
+    entry = json.loads((checkpoint / "card.json").read_text())["metrics"]["test"]["all"]
+    auc = entry["p_dlum"]["auc"]
+    assert f"| all ({entry['malignant']}/{entry['benign']}) | DL-UM | {auc:.3f} [" in printed
 
     card = json.loads((checkpoint / "card.json").read_text())
     del card["metrics"]
@@ -200,7 +202,7 @@ def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, caps
 def test_report_with_unusable_held_out_predictions_changes_nothing(tmp_path, capsys):
     import shutil
 
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(shipped, checkpoint, ignore=shutil.ignore_patterns("model.safetensors"))
     before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
@@ -218,7 +220,7 @@ def test_report_with_unusable_held_out_predictions_changes_nothing(tmp_path, cap
 def test_report_regenerates_the_shipped_card_and_predictions_exactly(tmp_path, capsys):
     import shutil
 
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(shipped, checkpoint, ignore=shutil.ignore_patterns("model.safetensors"))
     assert cli.main(["report", "--checkpoint", str(checkpoint), "--held-out",
@@ -234,7 +236,7 @@ EXAMPLE = {"us": REPO / "examples" / "phantom-12-us.png", "mg": REPO / "examples
 
 
 def _predict(capsys, *args) -> dict:
-    assert cli.main(["predict", "--checkpoint", str(REPO / "checkpoints" / "dlum-public-v1"),
+    assert cli.main(["predict", "--checkpoint", str(REPO / "checkpoints" / "dlum-public-v2"),
                      "--precision", "fp32", *args]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -260,7 +262,7 @@ def test_readme_shows_the_predict_example_exactly_as_the_command_prints_it():
 def test_predict_judges_each_mode_at_its_own_threshold_and_withholds_whole_images(capsys):
     from dlum.card import read_card
 
-    card = read_card(REPO / "checkpoints" / "dlum-public-v1")
+    card = read_card(REPO / "checkpoints" / "dlum-public-v2")
     pair = _predict(capsys, "--us", str(EXAMPLE["us"]), "--us-roi", EXAMPLE["us_roi"],
                     "--mg", str(EXAMPLE["mg"]), "--mg-roi", EXAMPLE["mg_roi"])
     us = _predict(capsys, "--us", str(EXAMPLE["us"]), "--us-roi", EXAMPLE["us_roi"])
@@ -280,7 +282,7 @@ def test_predict_judges_each_mode_at_its_own_threshold_and_withholds_whole_image
 def test_predict_refuses_a_card_with_a_bad_threshold_and_nan_weights(tmp_path, capsys):
     import shutil
 
-    shipped = REPO / "checkpoints" / "dlum-public-v1"
+    shipped = REPO / "checkpoints" / "dlum-public-v2"
     bad = tmp_path / "bad"
     shutil.copytree(shipped, bad)
     card = json.loads((bad / "card.json").read_text())
@@ -300,7 +302,7 @@ def test_predict_refuses_a_card_with_a_bad_threshold_and_nan_weights(tmp_path, c
 
 
 def test_a_dlum_checkpoint_given_as_dlu_is_refused(capsys, tmp_path):
-    shipped = str(REPO / "checkpoints" / "dlum-public-v1")
+    shipped = str(REPO / "checkpoints" / "dlum-public-v2")
     (tmp_path / "c.csv").write_text("case_id,patient_id,us_image,mg_image,label\n"
                                     f"c,p,{EXAMPLE['us']},{EXAMPLE['mg']},1\n")
     assert cli.main(["evaluate", "--checkpoint", shipped, "--cohort", str(tmp_path / "c.csv"),

@@ -16,7 +16,7 @@ from dlum.predictions import (
     write_predictions,
 )
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v1"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
 
 
 def test_types_names_and_a_users_own_model_column():

@@ -37,5 +37,7 @@ def test_info_command_prints_settings_versions_and_checkpoint(capsys):
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "DLUM_PRECISION = auto" in out and "torch " in out and "dlum-public-v1" in out
-    assert "p_dlum 0.443" in out
+    assert "DLUM_PRECISION = auto" in out and "torch " in out and "dlum-public-v2" in out
+    from dlum.card import read_card
+
+    assert f"p_dlum {read_card(read_settings({}).checkpoint).threshold:.3f}" in out

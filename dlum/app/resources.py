@@ -1,7 +1,7 @@
 """What every dashboard page shares: the model, the checkpoint, the device, errors, examples.
 
 * The DL-UM checkpoint (Xu et al., Breast Cancer Research 2025) is ``$DLUM_CHECKPOINT``, else
-  ``checkpoints/dlum-public-v1`` in the repository. It is loaded once per process with
+  ``checkpoints/dlum-public-v2`` in the repository. It is loaded once per process with
   ``st.cache_resource`` and shared by every session: nobody mutates it (CAMs work on a private
   copy, see :mod:`dlum.visualize.cam`).
 * :func:`show_error` turns dlum's errors into an ``st.error`` message, never a traceback.
@@ -88,7 +88,7 @@ DISCLAIMER = (
 
 # ------------------------------------------------------------------------------------ checkpoint
 def checkpoint_dir() -> Path:
-    """``$DLUM_CHECKPOINT``, else ``checkpoints/dlum-public-v1`` under the repository root."""
+    """``$DLUM_CHECKPOINT``, else ``checkpoints/dlum-public-v2`` under the repository root."""
     return read_settings().checkpoint
 
 

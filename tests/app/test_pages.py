@@ -273,7 +273,7 @@ def test_case_review_and_predict_give_the_same_decision_at_the_same_threshold(mo
 
     from dlum import cli
 
-    shipped = REPO_ROOT / "checkpoints" / "dlum-public-v1"
+    shipped = REPO_ROOT / "checkpoints" / "dlum-public-v2"
     files = {m: REPO_ROOT / "examples" / f"phantom-12-{m}.png" for m in ("us", "mg")}
     boxes = {"us": (98, 45, 192, 179), "mg": (49, 88, 141, 186)}
     args = ["predict", "--checkpoint", str(shipped), "--precision", "fp32"]
@@ -294,6 +294,11 @@ def test_case_review_and_predict_give_the_same_decision_at_the_same_threshold(mo
     at.run()
     assert not at.exception and not at.error
     assert expected["label"] in _badges(at)
-    shown = _texts(at)
-    assert f"{expected['output_title']}: P = {expected['probability']:.3f} vs operating threshold " \
-           f"{expected['threshold']:.3f}" in shown
+    from dlum.card import read_card
+
+    threshold = read_card(shipped).threshold_for(expected["output"])
+    found = re.search(re.escape(expected["output_title"]) + r": P = (\d\.\d{3}) vs operating "
+                      r"threshold (\d\.\d{3})", _texts(at))
+    assert found, _texts(at)
+    assert float(found.group(1)) == pytest.approx(expected["probability"], abs=6e-4)
+    assert found.group(2) == f"{threshold:.3f}" and expected["threshold"] == round(threshold, 4)

@@ -99,7 +99,7 @@ def test_cohort_roc_uses_the_checkpoint_predictions_and_each_models_card_thresho
 
 
 def test_cohort_roc_on_the_shipped_checkpoint_equals_the_readme_table(monkeypatch):
-    monkeypatch.setenv("DLUM_CHECKPOINT", str(REPO_ROOT / "checkpoints" / "dlum-public-v1"))
+    monkeypatch.setenv("DLUM_CHECKPOINT", str(REPO_ROOT / "checkpoints" / "dlum-public-v2"))
     at = _run(AppTest.from_file(COHORT_ROC, default_timeout=TIMEOUT))
     expected = readme_results()
     for subgroup in ("all", "concordant", "discordant"):

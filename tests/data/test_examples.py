@@ -9,7 +9,7 @@ import pandas as pd
 from dlum.constants import MG, US
 from dlum.data.examples import PHANTOM, PSEUDO_PAIR, example_catalogue, load_example
 
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dlum-public-v1"
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dlum-public-v2"
 
 
 def test_phantoms_are_labelled_and_load():

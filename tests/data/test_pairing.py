@@ -154,12 +154,21 @@ def test_public_cohort_counts_and_labels(public):
 
 
 def test_public_cohort_no_patient_or_image_in_two_splits(public):
+    """Train, validation and test never share a patient or an image; the external centre's
+    rows reuse only the test split's MG lesions."""
     lesions, cohort = public
     assert (lesions.groupby(["modality", "patient_id"])["split"].nunique() == 1).all()
+    development = cohort[cohort["split"] != "external"]
     for modality in ("us", "mg"):
-        assert (cohort.groupby(f"{modality}_image")["split"].nunique() == 1).all()
-        patients = cohort["patient_id"].str.split("+").str[0 if modality == "us" else 1]
-        assert (cohort.assign(p=patients).groupby("p")["split"].nunique() == 1).all()
+        assert (development.groupby(f"{modality}_image")["split"].nunique() == 1).all()
+        patients = development["patient_id"].str.split("+").str[0 if modality == "us" else 1]
+        assert (development.assign(p=patients).groupby("p")["split"].nunique() == 1).all()
+    external = cohort[cohort["split"] == "external"]
+    assert set(external["source"]) == {"BrEaST-Lesions-USG+mini-MIAS"}
+    assert set(external["mg_image"]) <= set(cohort.loc[cohort["split"] == "test", "mg_image"])
+    seen_in_training = cohort.loc[cohort["split"].isin(["train", "validation"]), "mg_image"]
+    assert not set(external["mg_image"]) & set(seen_in_training)
+    assert (cohort.loc[cohort["source"] == "BUS-BRA+mini-MIAS", "split"] != "external").all()
 
 
 def test_public_cohort_pairs_share_pathology(public):
@@ -171,7 +180,8 @@ def test_public_cohort_pairs_share_pathology(public):
 
 def test_public_cohort_split_proportions(public):
     lesions, _ = public
-    us_patients = lesions[lesions["modality"] == "us"].drop_duplicates("patient_id")
+    us_patients = lesions[lesions["dataset"] == "BUS-BRA"].drop_duplicates("patient_id")
+    assert set(lesions.loc[lesions["dataset"] == "BrEaST-Lesions-USG", "split"]) == {"external"}
     share = us_patients["split"].value_counts(normalize=True)
     assert share["train"] == pytest.approx(0.7, abs=0.01)
     assert share["validation"] == pytest.approx(0.1, abs=0.01)

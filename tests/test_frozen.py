@@ -1,0 +1,132 @@
+"""dlum.frozen: the frozen-backbone, stacked-fusion recipe for scarce mammography data."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dlum.frozen import (
+    FrozenConfig,
+    LinearHead,
+    embed_linear_head,
+    embed_stacked_fusion,
+    fit_frozen,
+    fit_probe,
+)
+from dlum.networks.vgg import ClassificationHead
+
+
+def test_a_linear_head_is_embedded_exactly_and_survives_fp16():
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(0, 1e-3, 512), 0.37
+    head = ClassificationHead(512)
+    embed_linear_head(head, w, b)
+    x = torch.rand(8, 512, dtype=torch.float64)
+    want = x.numpy() @ w + b
+    np.testing.assert_allclose(head.double()(x).detach().numpy(), want, atol=1e-10)
+    half = ClassificationHead(512)
+    embed_linear_head(half, w, b)
+    half = half.half().float()
+    np.testing.assert_allclose(half(x.float()).detach().numpy(), want, atol=5e-3)
+
+
+def test_the_stacked_fusion_is_embedded_exactly():
+    rng = np.random.default_rng(1)
+    us = LinearHead(rng.normal(0, 0.01, 512), 0.2, 1.0, 0.8)
+    mg = LinearHead(rng.normal(0, 0.01, 512), -0.1, 1.0, 0.6)
+    fusion = ClassificationHead(1024).double()
+    embed_stacked_fusion(fusion, us, mg, alpha=0.9, beta=0.3, gamma=-0.05)
+    xu, xm = rng.random((5, 512)), rng.random((5, 512))
+    got = fusion(torch.from_numpy(np.hstack([xu, xm]))).detach().numpy()
+    np.testing.assert_allclose(got, 0.9 * us.logits(xu) + 0.3 * mg.logits(xm) - 0.05, atol=1e-10)
+
+
+def test_fit_probe_chooses_the_penalty_by_grouped_cross_validation():
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(40), 3)  # 40 lesions, 3 views each
+    y = np.repeat(rng.integers(0, 2, 40), 3)
+    x = rng.normal(0, 1, (120, 20)) + y[:, None] * 0.8
+    view = np.tile([0, 1, 2], 40)
+    head, oof = fit_probe(x, y, groups, view, c_grid=(0.001, 1.0), folds=4, seed=0)
+    assert head.c in (0.001, 1.0) and 0.5 < head.cv_auc <= 1.0
+    assert oof.shape == (40,)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y[view == 0], oof) == pytest.approx(head.cv_auc)
+
+
+def test_config_is_checked():
+    from dlum.errors import DLUMError
+
+    with pytest.raises(DLUMError, match="views"):
+        FrozenConfig(views=0)
+    with pytest.raises(DLUMError, match="folds"):
+        FrozenConfig(folds=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from dlum.data.crops import extract_crops
+    from dlum.data.manifest import read_cohort
+    from dlum.data.synthetic import make_phantom_cohort
+
+    table = make_phantom_cohort(tmp_path_factory.mktemp("cohort"), n=24, seed=5, size=48)
+    cohort = read_cohort(table)
+    cohort["split"] = (["train"] * 4 + ["validation", "test", "external"] * 1 + ["train"]) * 3
+    assert cohort.loc[cohort.split == "train", "label"].nunique() == 2
+    return cohort, extract_crops(cohort, progress=False)
+
+
+CONFIG = FrozenConfig(views=2, c_grid=(0.01, 1.0), folds=2, precision="fp32", device="cpu")
+
+
+@pytest.mark.slow
+def test_fit_frozen_writes_a_checkpoint_whose_outputs_are_the_stacked_heads(tiny, tmp_path):
+    from dlum.card import read_card
+    from dlum.inference import Predictor
+
+    cohort, crops = tiny
+    card = fit_frozen(cohort, crops, tmp_path / "m", CONFIG, progress=False)
+    assert card.training["recipe"] == "frozen-stacked" and card.arch == "dlum"
+    assert read_card(tmp_path / "m") == card
+    held = pd.read_csv(tmp_path / "m" / "held_out_predictions.csv")
+    assert set(held["split"]) == {"validation", "test", "external"}
+    assert (held["p_dlu"] == held["p_us_head"]).all() and (held["p_dlm"] == held["p_mg_head"]).all()
+    fusion = card.training["fit"]["fusion"]
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected = fusion["alpha_us"] * logit(held["p_us_head"]) + fusion["beta_mg"] * logit(held["p_mg_head"]) \
+        + fusion["gamma"]
+    np.testing.assert_allclose(logit(held["p_dlum"]), expected, atol=1e-3)
+    # the frozen ImageNet convolutions are named in the card, not stored: a small file
+    assert card.model["frozen_backbone"] and (tmp_path / "m" / "model.safetensors").stat().st_size < 2e6
+    predictor = Predictor(tmp_path / "m", device="cpu", precision="fp32")
+    frame = predictor.predict_cohort(cohort[cohort.split != "train"], progress=False, crops=None)
+    np.testing.assert_allclose(frame["p_dlum"].to_numpy(), held["p_dlum"].to_numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_no_choice_touches_test_or_external_labels(tiny, tmp_path):
+    """Shuffling the test and external labels gives the identical checkpoint."""
+    from safetensors.torch import load_file
+
+    cohort, crops = tiny
+    fit_frozen(cohort, crops, tmp_path / "a", CONFIG, progress=False)
+    shuffled = cohort.copy()
+    held = shuffled["split"].isin(["test", "external"]).to_numpy()
+    shuffled.loc[held, "label"] = 1 - shuffled.loc[held, "label"]
+    crops_shuffled = type(crops)(crops.crops, crops.index, shuffled["label"].to_numpy(), crops.exact,
+                                 crops.keys)
+    fit_frozen(shuffled, crops_shuffled, tmp_path / "b", CONFIG, progress=False)
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_identity_block_passes_non_negative_maps_through():
+    from dlum.frozen import identity_block
+    from dlum.networks.vgg import VGGBlock
+
+    block = VGGBlock(8, 8, 4).eval()
+    identity_block(block)
+    x = torch.rand(2, 8, 6, 6)
+    torch.testing.assert_close(block(x), x, atol=1e-6, rtol=1e-6)
