@@ -42,6 +42,41 @@ def register(command: Command) -> Command:
     return command
 
 
+def _force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="replace what --out already holds (never done without it)")
+
+
+def _check_output(path: str, *, kind: str, force: bool, inputs: Sequence[str | None] = (),
+                  guarded: Sequence[str] = ()) -> None:
+    """Refuse an output that would lose data: one that is an input of the command (always), or
+    that exists already (a file for ``kind = "file"``; any of ``guarded`` inside a folder for
+    ``kind = "folder"``) unless ``--force``."""
+    from pathlib import Path
+
+    out = Path(path)
+    resolved = out.resolve()
+    for given in inputs:
+        if given and Path(given).resolve() == resolved:
+            raise DLUMError(f"--out {path} is also an input of this command: choose another file")
+    if kind == "file":
+        if out.is_dir():
+            raise DLUMError(f"--out {path} is a folder: give a file name")
+        if out.exists() and not out.is_file():
+            raise DLUMError(f"--out {path} is not a regular file")
+        if not out.parent.exists():
+            raise DLUMError(f"--out {path}: the folder {out.parent} does not exist")
+        if out.exists() and not force:
+            raise DLUMError(f"--out {path} exists; pass --force to replace it")
+    else:
+        if out.exists() and not out.is_dir():
+            raise DLUMError(f"--out {path} is a file, not a folder")
+        present = [name for name in guarded if (out / name).exists()]
+        if present and not force:
+            raise DLUMError(f"--out {path} already holds {', '.join(present)}; pass --force to "
+                            "replace them")
+
+
 # ------------------------------------------------------------------------------------- prepare
 def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -56,6 +91,7 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-crops", action="store_true",
                         help="write the tables only, no crops.npz (a stale one is removed)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _force_argument(parser)
 
 
 def _prepare_run(args: argparse.Namespace) -> int:
@@ -69,6 +105,8 @@ def _prepare_run(args: argparse.Namespace) -> int:
             "no data folder: pass --data DIR (a folder laid out like ../shared/data) or set "
             "DLUM_DATA_DIR"
         )
+    _check_output(args.out, kind="folder", force=args.force,
+                  guarded=("cohort.csv", "lesions.csv", "crops.npz"))
     summary = prepare(data, args.out, seed=args.seed, crops=not args.no_crops, progress=not args.quiet)
     print(format_summary(summary))
     print(f"Wrote {args.out}")
@@ -171,6 +209,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=d.input_size, help=argparse.SUPPRESS)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-resume", action="store_true", help="start again even if a run was interrupted")
+    _force_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -178,6 +217,8 @@ def _train_run(args: argparse.Namespace) -> int:
     from dlum.data.crops import extract_crops
     from dlum.training import TrainConfig, fit
 
+    _check_output(args.out, kind="folder", force=args.force, inputs=(args.cohort, args.crops),
+                  guarded=("model.safetensors", "card.json"))
     if args.recipe == "frozen-stacked":
         return _train_frozen(args)
     pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
@@ -271,6 +312,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     _precision_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quiet", action="store_true")
+    _force_argument(parser)
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
@@ -279,6 +321,13 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise DLUMError(f"--batch-size must be at least 1, got {args.batch_size}")
+    from pathlib import Path
+
+    checkpoint_files = [str(Path(d) / n) for d in (args.checkpoint, args.dlu, args.dlm) if d
+                        for n in ("card.json", "model.safetensors", "predictions.csv",
+                                  "held_out_predictions.csv")]
+    _check_output(args.out, kind="file", force=args.force,
+                  inputs=(args.cohort, args.crops, *checkpoint_files))
     cohort, crops = _cohort_and_crops(args, "evaluate")
     inexact = 0 if crops is None else sum(int((~crops.exact[m]).sum()) for m in crops.exact)
     if inexact:

@@ -378,3 +378,32 @@ def test_an_external_split_validates_evaluates_reports_and_shows_in_cohort_roc(t
             os.environ.pop("DLUM_CHECKPOINT", None)
         else:
             os.environ["DLUM_CHECKPOINT"] = old
+
+
+# --------------------------------------------------------------- nothing saved is overwritten
+def test_outputs_that_would_lose_data_are_refused(tmp_path, capsys):
+    shipped = str(REPO / "checkpoints" / "dlum-public-v2")
+    table = tmp_path / "c.csv"
+    table.write_text("case_id,patient_id,us_image,mg_image,label\n"
+                     f"c,p,{EXAMPLE['us']},{EXAMPLE['mg']},1\n")
+    before = table.read_bytes()
+    base = ["evaluate", "--checkpoint", shipped, "--cohort", str(table), "--quiet", "--out"]
+    for out, message in ((str(table), "also an input"), (str(tmp_path), "is a folder"),
+                         (f"{shipped}/predictions.csv", "also an input"),
+                         (str(tmp_path / "nowhere" / "p.csv"), "does not exist")):
+        assert cli.main([*base, out]) == 2
+        assert message in capsys.readouterr().err
+    assert table.read_bytes() == before
+    existing = tmp_path / "p.csv"
+    existing.write_text("keep me")
+    assert cli.main([*base, str(existing)]) == 2
+    assert "--force" in capsys.readouterr().err and existing.read_text() == "keep me"
+    # train into an existing checkpoint, prepare into a prepared folder: refused without --force
+    assert cli.main(["train", "--cohort", str(table), "--out", shipped]) == 2
+    assert "already holds model.safetensors, card.json" in capsys.readouterr().err
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "cohort.csv").write_text("keep")
+    assert cli.main(["prepare", "--data", str(tmp_path), "--out", str(tmp_path / "prep")]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert cli.main(["prepare", "--data", str(tmp_path), "--out", str(table)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -27,7 +27,6 @@ __all__ = ["CAM_METHODS", "CAM_TARGETS", "CAMResult", "compute_cams", "overlay"]
 
 def _methods() -> dict[str, type]:
     from pytorch_grad_cam import (
-        EigenCAM,
         GradCAM,
         GradCAMPlusPlus,
         HiResCAM,
@@ -41,7 +40,6 @@ def _methods() -> dict[str, type]:
         "XGrad-CAM": XGradCAM,
         "HiResCAM": HiResCAM,
         "LayerCAM": LayerCAM,
-        "Eigen-CAM": EigenCAM,
     }
 
 

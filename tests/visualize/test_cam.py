@@ -75,3 +75,15 @@ def test_overlay_is_rgb_uint8():
     out = overlay(image, cam, opacity=0.6)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert not np.array_equal(out[30, 30], out[5, 5])
+
+
+def test_only_methods_with_bounded_memory_are_offered(capsys):
+    """Eigen-CAM's full SVD of block 1 at 224² needs ~19 GiB: it is not offered anywhere."""
+    from dlum import cli
+
+    assert "Eigen-CAM" not in CAM_METHODS and "Grad-CAM" in CAM_METHODS
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", "--checkpoint", "x", "--us", "a.png", "--cam-method", "Eigen-CAM"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        compute_cams(None, method="Eigen-CAM")
