@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dlum.checkpoint import load_checkpoint
-from dlum.constants import MG, US, Arch, Mode
+from dlum.constants import MG, MODALITY_NAMES, US, Arch, Mode
 from dlum.data.crops import CropSet, extract_crops
 from dlum.errors import CheckpointError, CohortError, DLUMError, InputError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
@@ -264,6 +264,7 @@ class Predictor:
             image = source if isinstance(source, np.ndarray) else read_image(source)
             if box is None or tuple(box) == (0, 0, image.shape[1], image.shape[0]):
                 whole.append(modality)
+            _refuse_constant(image, box, modality)
             tensors[modality] = self.preprocess(image, box)[None]
         out = self.forward(tensors.get(US), tensors.get(MG))
         us_blocks = out.get("us_blocks")
@@ -348,6 +349,19 @@ class Predictor:
             if f"p_{name}" in out:
                 frame[f"p_{name}"] = out[f"p_{name}"]
         return frame
+
+
+def _refuse_constant(image: np.ndarray, box, modality: str) -> None:
+    """A blank image (or lesion box) has nothing to read: min–max scaling would turn it into
+    zeros and the network would answer anyway. Refuse it with a message instead."""
+    region = np.asarray(image)
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        region = region[max(y0, 0):y1, max(x0, 0):x1]
+    if region.size and float(region.max()) == float(region.min()):
+        where = "inside the lesion box " if box is not None else ""
+        raise InputError(f"the {MODALITY_NAMES.get(modality, modality).lower()} image {where}is "
+                         f"constant (every pixel {float(region.min()):g}): there is nothing to read")
 
 
 class _PairLogits(torch.nn.Module):

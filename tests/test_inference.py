@@ -172,3 +172,16 @@ def test_shipped_checkpoint_reproduces_its_predictions(shared_data):
     theirs = sample.set_index("case_id").loc[ours.index]
     for column in ("p_dlum", "p_us_head", "p_mg_head"):
         np.testing.assert_allclose(ours[column], theirs[column], atol=1e-3)
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_a_constant_image_or_box_is_refused_with_a_message(small_checkpoint, value):
+    predictor = Predictor(small_checkpoint, device="cpu")
+    blank = np.full((80, 90), value, dtype=np.uint8)
+    with pytest.raises(InputError, match="ultrasound image is constant"):
+        predictor.predict_pair(us=blank)
+    textured = np.add.outer(np.arange(80), np.arange(90)).astype(np.uint8)
+    textured[10:30, 10:40] = 7
+    with pytest.raises(InputError, match="mammography image inside the lesion box is constant"):
+        predictor.predict_pair(mg=textured, mg_box=(10, 10, 40, 30))
+    assert predictor.predict_pair(mg=textured, mg_box=(5, 5, 60, 50)).p_mg_head is not None

@@ -81,6 +81,10 @@ def _opened(source: object, label: str) -> Iterator[IO[bytes]]:
     """A seekable binary stream over ``source``, positioned at 0; file-likes are rewound after."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        # A pipe or a device would block or never end: only regular files are read (by type,
+        # before anything is opened).
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise InputError("not a regular file (a pipe, socket or device?)", label)
         try:
             fp = open(path, "rb")
         except FileNotFoundError:

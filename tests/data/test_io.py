@@ -488,3 +488,17 @@ def test_non_seekable_stream(tmp_path):
     np.testing.assert_array_equal(read_image(_Pipe(data, "stream.png")), pixels)
     with pytest.raises(InputError, match="stream.png: the file is empty"):
         read_image(_Pipe(b"", "stream.png"))
+
+
+def test_a_pipe_or_device_is_refused_by_type_without_blocking(tmp_path):
+    import os
+
+    from dlum.data.io import read_image
+    from dlum.errors import InputError
+
+    fifo = tmp_path / "us.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_image(fifo)  # opening a FIFO for reading would block for ever
+    with pytest.raises(InputError, match="not a regular file"):
+        read_image("/dev/zero")
