@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 from pathlib import Path
 
 import numpy as np

@@ -33,11 +33,10 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from dlum.data.crops import CropSet
     from dlum.data.manifest import read_cohort
     from dlum.data.prepare import crops_beside
-    from dlum.frozen import FrozenConfig, _block_slices, _folds, _lesion_table, _pipeline, \
-        block_features, fit_probe
+    from dlum.frozen import FrozenConfig, _block_slices, _lesion_table, _pipeline, block_features, \
+        fit_probe
     from dlum.networks import DLUM
     from dlum.networks.pretrained import uses_imagenet_normalisation
     from dlum.runtime import fast_dtype, resolve_device

@@ -11,7 +11,6 @@ import pytest
 from dlum import evaluation as cohort
 from dlum.card import read_card
 from dlum.predictions import thresholds_for
-from dlum.errors import CohortError
 from dlum.stats import (
     binary_metrics,
     biopsy_metrics,
@@ -194,7 +193,6 @@ def readme_results() -> dict[tuple[str, str], tuple[float, float]]:
 
 def test_the_shipped_checkpoint_shows_the_readme_figures_at_each_models_card_threshold():
     """What Cohort ROC shows for the shipped checkpoint equals the README results table."""
-    import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]

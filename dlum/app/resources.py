@@ -27,8 +27,6 @@ from dlum.data.examples import PHANTOM, PSEUDO_PAIR, ExampleCase  # noqa: F401  
 from dlum.errors import CohortError, DLUMError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
     from dlum.inference import Predictor
 
 __all__ = [

@@ -49,14 +49,17 @@ def weighted_auc(y_true, scores, weights) -> float:
     """The Mann–Whitney AUC with case weights: P(score of a malignant > score of a benign), ties
     one half, each pair of cases counted with the product of their weights."""
     y = np.asarray(y_true).astype(int)
-    s = np.asarray(scores, dtype=float)
-    w = np.asarray(weights, dtype=float)
-    uniq, inverse = np.unique(s, return_inverse=True)
-    neg = np.bincount(inverse, weights=w * (y == 0), minlength=len(uniq))
-    pos = np.bincount(inverse, weights=w * (y == 1), minlength=len(uniq))
-    below = np.cumsum(neg) - neg
+    uniq, inverse = np.unique(np.asarray(scores, dtype=float), return_inverse=True)
+    return _weighted_auc(inverse, len(uniq), y == 1, np.asarray(weights, dtype=float))
+
+
+def _weighted_auc(inverse: np.ndarray, n_uniq: int, positive: np.ndarray, weight: np.ndarray) -> float:
+    """:func:`weighted_auc` on scores already coded as ranks of their distinct values (the
+    bootstrap codes them once, not once per replicate)."""
+    neg = np.bincount(inverse, weights=weight * ~positive, minlength=n_uniq)
+    pos = np.bincount(inverse, weights=weight * positive, minlength=n_uniq)
     total = pos.sum() * neg.sum()
-    return float((pos * (below + 0.5 * neg)).sum() / total) if total > 0 else math.nan
+    return float((pos * (np.cumsum(neg) - 0.5 * neg)).sum() / total) if total > 0 else math.nan
 
 
 def pair_clusters(patient_ids) -> list[np.ndarray]:
@@ -108,11 +111,9 @@ def cluster_bootstrap_auc_ci(y_true, scores, clusters, n_boot: int = 2000, level
         for c in codes:
             k = int(c.max()) + 1
             weight = weight * np.bincount(rng.integers(0, k, k), minlength=k)[c]
-        neg = np.bincount(inverse, weights=weight * ~positive, minlength=len(uniq))
-        pos = np.bincount(inverse, weights=weight * positive, minlength=len(uniq))
-        total = pos.sum() * neg.sum()
-        if total > 0:
-            aucs.append(float((pos * (np.cumsum(neg) - 0.5 * neg)).sum() / total))
+        value = _weighted_auc(inverse, len(uniq), positive, weight)
+        if not math.isnan(value):
+            aucs.append(value)
     if len(aucs) < int(n_boot):
         warn(f"cluster_bootstrap_auc_ci: {int(n_boot) - len(aucs)} replicate(s) held one class "
              "only and were dropped")
