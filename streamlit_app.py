@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dlum.app import resources as res
+from dlum.app.layout import page_config
 from dlum.card import card_sections
 from dlum.formatting import flat_rows
 
@@ -167,5 +168,5 @@ def pages() -> list:
     return out
 
 
-st.set_page_config(page_title="DL-UM", page_icon=":material/biotech:", layout="wide")
+page_config("DL-UM")
 st.navigation(pages()).run()

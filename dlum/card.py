@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from dlum.constants import ALL, INPUT_SIZE, ROI_EXPANSION, Arch
 from dlum.errors import CheckpointError
+from dlum.files import write_text_atomic
 
 __all__ = [
     "CARD_FILE",
@@ -435,16 +435,7 @@ def write_card(directory: str | os.PathLike, card: Card | Mapping[str, Any]) -> 
     text = json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n"
     Card.from_dict(json.loads(text), str(directory / CARD_FILE))  # what is written reads back
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / CARD_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".card-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text_atomic(directory / CARD_FILE, text)
 
 
 # ------------------------------------------------------------------------------------ display

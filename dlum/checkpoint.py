@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from dlum.card import CARD_FILE, Card, read_card, write_card
 from dlum.errors import CheckpointError
+from dlum.files import atomic_path
 
 __all__ = ["WEIGHTS", "CARD", "save_checkpoint", "load_checkpoint", "load_state", "read_card", "write_card"]
 
@@ -40,7 +41,8 @@ def save_checkpoint(
         originals=state,
     )
     metadata = {"format": "dlum", "model": json.dumps(model_config), "aliases": json.dumps(aliases)}
-    save_file(unique, str(directory / weights_name), metadata=metadata)
+    with atomic_path(directory / weights_name) as tmp:
+        save_file(unique, str(tmp), metadata=metadata)
     if weights_name == WEIGHTS:
         write_card(directory, card)
     return directory
@@ -84,7 +86,12 @@ def load_state(weights: str | Path) -> dict[str, torch.Tensor]:
         aliases = json.loads(meta.get("aliases", "{}"))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    if not isinstance(aliases, dict):
+        raise CheckpointError(f"{weights}: its 'aliases' metadata is not a name -> name mapping")
     for key, target in aliases.items():
+        if not isinstance(target, str) or target not in state:
+            raise CheckpointError(f"{weights}: the alias {key!r} points at {target!r}, a tensor "
+                                  "the file does not hold (damaged or edited file)")
         state[key] = state[target]
     return state
 

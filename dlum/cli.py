@@ -5,11 +5,13 @@ to an ``argparse`` parser and a function that runs it. Adding one is a single :f
 call; heavy imports (torch, the data readers) happen inside ``run`` so that ``--help`` is instant.
 
 Errors meant for a person (:class:`dlum.errors.DLUMError`) are printed to stderr as
-``dlum <command>: error: …`` and the exit status is 2; no traceback.
+``dlum <command>: error: …`` and the exit status is 2; no traceback. Any other exception is a
+bug: one line asks for a report and names a log file holding the traceback (exit status 1).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ def _force_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_output(path: str, *, kind: str, force: bool, inputs: Sequence[str | None] = (),
-                  guarded: Sequence[str] = ()) -> None:
+                  guarded: Sequence[str] = (), option: str = "--out") -> None:
     """Refuse an output that would lose data: one that is an input of the command (always), or
     that exists already (a file for ``kind = "file"``; any of ``guarded`` inside a folder for
     ``kind = "folder"``) unless ``--force``."""
@@ -58,22 +60,22 @@ def _check_output(path: str, *, kind: str, force: bool, inputs: Sequence[str | N
     resolved = out.resolve()
     for given in inputs:
         if given and Path(given).resolve() == resolved:
-            raise DLUMError(f"--out {path} is also an input of this command: choose another file")
+            raise DLUMError(f"{option} {path} is also an input of this command: choose another file")
     if kind == "file":
         if out.is_dir():
-            raise DLUMError(f"--out {path} is a folder: give a file name")
+            raise DLUMError(f"{option} {path} is a folder: give a file name")
         if out.exists() and not out.is_file():
-            raise DLUMError(f"--out {path} is not a regular file")
+            raise DLUMError(f"{option} {path} is not a regular file")
         if not out.parent.exists():
-            raise DLUMError(f"--out {path}: the folder {out.parent} does not exist")
+            raise DLUMError(f"{option} {path}: the folder {out.parent} does not exist")
         if out.exists() and not force:
-            raise DLUMError(f"--out {path} exists; pass --force to replace it")
+            raise DLUMError(f"{option} {path} exists; pass --force to replace it")
     else:
         if out.exists() and not out.is_dir():
-            raise DLUMError(f"--out {path} is a file, not a folder")
+            raise DLUMError(f"{option} {path} is a file, not a folder")
         present = [name for name in guarded if (out / name).exists()]
         if present and not force:
-            raise DLUMError(f"--out {path} already holds {', '.join(present)}; pass --force to "
+            raise DLUMError(f"{option} {path} already holds {', '.join(present)}; pass --force to "
                             "replace them")
 
 
@@ -209,6 +211,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=d.input_size, help=argparse.SUPPRESS)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-resume", action="store_true", help="start again even if a run was interrupted")
+    parser.add_argument("--allow-split-overlap", action="store_true",
+                        help="train even when a patient or an image is in two splits (refused "
+                        "without it; only test and external may share): warned, and recorded in "
+                        "the card")
     _force_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -228,10 +234,11 @@ def _train_run(args: argparse.Namespace) -> int:
         focal_gamma=args.focal_gamma, pretrained=pretrained, share_backbone=args.share_backbone,
         augment=not args.no_augment, seed=args.seed, device=args.device, precision=args.precision,
         fold=args.fold, folds=args.folds, num_workers=args.num_workers, input_size=args.input_size,
-        max_steps_per_epoch=args.max_steps_per_epoch,
+        max_steps_per_epoch=args.max_steps_per_epoch, allow_split_overlap=args.allow_split_overlap,
     )
     cohort, crops = _cohort_and_crops(args, "train")
     if crops is None:
+        _refuse_split_overlap(args, cohort)  # before cropping; `fit` checks again (by bytes)
         crops = extract_crops(cohort, progress=not args.quiet)
     card = fit(cohort, crops, args.out, config, resume=not args.no_resume,
                progress=not args.quiet, data_info=_data_info(args, cohort))
@@ -250,9 +257,10 @@ def _train_frozen(args: argparse.Namespace) -> int:
         raise DLUMError("--recipe frozen-stacked makes DL-UM with its DL-U and DL-M branches: "
                         "use --arch dlum")
     config = FrozenConfig(views=args.views, seed=args.seed, precision=args.precision,
-                          device=args.device)
+                          device=args.device, allow_split_overlap=args.allow_split_overlap)
     cohort, crops = _cohort_and_crops(args, "train")
     if crops is None:
+        _refuse_split_overlap(args, cohort)  # before cropping; `fit_frozen` checks again
         crops = extract_crops(cohort, progress=not args.quiet)
     card = fit_frozen(cohort, crops, args.out, config, progress=not args.quiet,
                       data_info=_data_info(args, cohort))
@@ -261,6 +269,14 @@ def _train_frozen(args: argparse.Namespace) -> int:
           f"{fusion['beta_mg']:.2f} x MG); wrote {args.out}. Next: python -m dlum report "
           f"--checkpoint {args.out} --held-out {args.out}/held_out_predictions.csv")
     return 0
+
+
+def _refuse_split_overlap(args: argparse.Namespace, cohort) -> None:
+    """A patient or an image (by path) in two splits, refused unless --allow-split-overlap."""
+    from dlum.data.manifest import check_split_overlap
+
+    if not args.allow_split_overlap:
+        check_split_overlap(cohort, source=args.cohort)
 
 
 def _data_info(args: argparse.Namespace, cohort) -> dict:
@@ -367,6 +383,8 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     _precision_argument(parser)
     parser.add_argument("--timing", action="store_true",
                         help="add the seconds taken, the device and the precision to the JSON")
+    parser.add_argument("--force", action="store_true",
+                        help="replace CAM images that --cam already holds (never done without it)")
 
 
 def _predict_run(args: argparse.Namespace) -> int:
@@ -380,6 +398,13 @@ def _predict_run(args: argparse.Namespace) -> int:
         raise DLUMError("give --us FILE and/or --mg FILE")
     us_box = parse_box(args.us_roi, "--us-roi") if args.us_roi else None
     mg_box = parse_box(args.mg_roi, "--mg-roi") if args.mg_roi else None
+    if args.cam:
+        from dlum.visualize.cam import cam_file_names
+
+        _check_output(args.cam, kind="folder", force=args.force,
+                      inputs=(args.us, args.mg, args.checkpoint),
+                      guarded=cam_file_names(us=args.us is not None, mg=args.mg is not None),
+                      option="--cam")
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
     prediction = predictor.predict_pair(us=args.us, mg=args.mg, us_box=us_box, mg_box=mg_box)
     decision = decide(prediction, predictor.card, whole_image_confirmed=args.whole_image)
@@ -455,7 +480,10 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 def _info_run(args: argparse.Namespace) -> int:
     from dlum.info import describe
 
-    print(describe(args.checkpoint))
+    problems: list[str] = []
+    print(describe(args.checkpoint, problems))
+    if problems:  # the report is printed whole; the status says it found something unusable
+        raise DLUMError("; ".join(problems))
     return 0
 
 
@@ -547,4 +575,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dlum {command.name}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"dlum {command.name}: error: out of memory; lower the input size limits "
+              "(DLUM_MAX_PIXELS, DLUM_MAX_TABLE_ROWS) or the batch size", file=sys.stderr)
+        return 2
+    except Exception:  # a bug, not the user's doing: one line for them, the traceback in a log
+        log = _crash_log(command.name, argv)
+        print(f"dlum {command.name}: internal error, a bug in dlum. Please report it with the "
+              f"log {log}", file=sys.stderr)
+        return 1
     return 0 if status is None else int(status)
+
+
+def _crash_log(command: str, argv: Sequence[str] | None) -> str:
+    """Write the current exception's traceback to a new log file and return its path."""
+    import platform
+    import tempfile
+    import traceback
+
+    from dlum import __version__
+
+    fd, path = tempfile.mkstemp(prefix=f"dlum-{command}-", suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        log.write(f"dlum {__version__}, Python {platform.python_version()}, {platform.platform()}\n")
+        log.write(f"arguments: {list(sys.argv[1:] if argv is None else argv)}\n\n")
+        log.write(traceback.format_exc())
+    return path

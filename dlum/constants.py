@@ -114,9 +114,11 @@ INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Largest image (in pixels) the decoder accepts: a guard against decompression bombs.
-#: Full-field digitised mammograms are about 4.6k x 2.8k = 13 Mpx; 80 Mpx leaves room.
-MAX_PIXELS = 80_000_000
+#: Default largest image (in pixels) the decoder accepts (``DLUM_MAX_PIXELS`` overrides it): a
+#: guard against decompression bombs. Full-field mammograms are about 3.3k x 4.1k = 13.6 Mpx and
+#: digitised films up to about 25 Mpx. Decoding a 30 Mpx image peaks at about 0.75 GiB (a 16-bit
+#: DICOM through rescale and window in float64), under the 1 GiB the project allows per input.
+MAX_PIXELS = 30_000_000
 
 #: VGG19 layout: convolutions per block and filters per block.
 VGG19_BLOCKS = (2, 2, 4, 4, 4)

@@ -63,6 +63,8 @@ class FrozenConfig:
     precision: str = "auto"
     device: str = "auto"
     weights_dtype: str = "float32"  # heads and fusion only: the backbone is not stored
+    #: fit even when a patient or an image is in two splits (warned, recorded in the card)
+    allow_split_overlap: bool = False
     # augmentation of the extra views (as the paper recipe's, a little stronger for MG)
     rotate_deg: float = 10.0
     scale: float = 0.1
@@ -250,7 +252,12 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     """Fit DL-UM with the frozen-backbone stacked recipe on the ``train`` rows of ``cohort``,
     write the checkpoint (``model.safetensors``, ``card.json``) and the validation / test /
     external rows' predictions (``held_out_predictions.csv``, with ``p_dlu`` and ``p_dlm``),
-    and return the card. ``report --held-out`` then sets the operating points."""
+    and return the card. ``report --held-out`` then sets the operating points.
+
+    Raises:
+        dlum.data.manifest.SplitOverlapError: a patient or an image in two splits, unless
+            ``config.allow_split_overlap``; nothing is written then.
+    """
     import platform
 
     from sklearn.linear_model import LogisticRegression
@@ -260,9 +267,11 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     from dlum.networks import DLUM
     from dlum.networks.pretrained import uses_imagenet_normalisation
     from dlum.runtime import describe_device, fast_dtype, resolve_device
-    from dlum.training import Augment, TrainConfig, _git_commit, _write_held_out_predictions
+    from dlum.training import (Augment, TrainConfig, _git_commit, _write_held_out_predictions,
+                               guard_split_overlap)
 
     t_start = time.perf_counter()
+    overlap = guard_split_overlap(cohort, crops, allow=config.allow_split_overlap)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = np.flatnonzero(cohort["split"].to_numpy() == TRAIN)
@@ -340,7 +349,7 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
         "input": {"size": size, "imagenet_normalisation": imagenet, "roi_expansion": 0.30,
                   "intensity": "min-max to [0, 1] per crop"},
         "training": {"recipe": FROZEN_RECIPE, **asdict(config), "train_rows": int(len(rows)),
-                     "seconds": seconds_fit, "fit": log,
+                     "seconds": seconds_fit, "fit": log, "split_overlap": overlap,
                      "deviations_from_paper": [
                          "backbones frozen at ImageNet features (the paper fine-tunes both)",
                          "block 5 of a branch made the identity (Dirac convolutions) where its head "

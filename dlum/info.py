@@ -19,8 +19,10 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def describe(checkpoint: str | Path | None = None) -> str:
-    """A plain-text report; a setting or checkpoint that cannot be used is shown as such."""
+def describe(checkpoint: str | Path | None = None, problems: list[str] | None = None) -> str:
+    """A plain-text report; a setting or checkpoint that cannot be used is shown as such (and
+    appended to ``problems`` when given)."""
+    problems = [] if problems is None else problems
     import dlum
     from dlum.card import read_card
     from dlum.errors import DLUMError
@@ -35,6 +37,7 @@ def describe(checkpoint: str | Path | None = None) -> str:
         precision = settings.precision.value
     except DLUMError as err:
         lines.append(f"settings: error: {err}")
+        problems.append(str(err))
         path, precision = (Path(checkpoint) if checkpoint else None), "auto"
     lines += ["", "versions:"] + [f"  {p} {_version(p)}" for p in PACKAGES]
     try:
@@ -62,4 +65,5 @@ def describe(checkpoint: str | Path | None = None) -> str:
             lines.append(f"  held-out results: {', '.join(card.metrics) or 'none'}")
         except DLUMError as err:
             lines.append(f"checkpoint: {path}: error: {err}")
+            problems.append(str(err))
     return "\n".join(lines)

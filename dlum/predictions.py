@@ -29,7 +29,6 @@ which.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from dlum.tables import (
     parse_probability,
     read_table,
 )
+from dlum.files import atomic_path
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -136,14 +136,8 @@ def write_predictions(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     the same folder, then a rename, so a failure leaves any earlier file as it was."""
     path = Path(path)
     out = escape_formulas(frame)
-    fd, tmp = tempfile.mkstemp(prefix=".predictions-", suffix=".csv", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            out.to_csv(f, index=False, float_format="%.8f")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False, float_format="%.8f")
     return path
 
 

@@ -30,6 +30,7 @@ from dlum.stats import (
     roc_auc_ci,
     threshold_for_sensitivity,
 )
+from dlum.files import write_text_atomic
 
 __all__ = [
     "MIN_SENSITIVITY",
@@ -307,5 +308,5 @@ def update_readme_block(readme: str | Path, markdown: str, start: str, end: str)
         raise DLUMError(f"{path}: no {start} … {end} markers to put the text between")
     new = pattern.sub(lambda _: f"{start}\n{markdown}\n{end}", text)
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        write_text_atomic(path, new)
     return new != text

@@ -8,6 +8,14 @@
                        probabilities (CAMs always run in fp32)
 ``DLUM_COMPILE``       ``1`` to ``torch.compile`` the dashboard's model in the background
 ``DLUM_ALLOW_DOWNLOAD`` ``1`` to let training download torchvision's VGG19 weights
+``DLUM_MAX_PIXELS``    largest image accepted, in pixels (default 30,000,000), checked from
+                       the header before any pixel is decoded
+``DLUM_MAX_IMAGE_MB``  largest image file, and largest DICOM data set once inflated, in MiB
+                       (default 256), checked before it is read or inflated
+``DLUM_MAX_TABLE_MB``  largest CSV table read, in MiB (default 50)
+``DLUM_MAX_TABLE_ROWS`` most data rows in a CSV table (default 200,000)
+``DLUM_MAX_PROBLEMS``  problems listed for a bad table before the rest are only counted
+                       (default 1,000)
 ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``  set by ``torchrun`` for distributed training
 =====================  ==================================================================
 
@@ -25,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlum.constants import Precision
+from dlum.constants import MAX_PIXELS, Precision
 from dlum.errors import DLUMError
 
 __all__ = [
@@ -36,6 +44,9 @@ __all__ = [
     "PRECISION_ENV",
     "COMPILE_ENV",
     "ALLOW_DOWNLOAD_ENV",
+    "LIMIT_ENVS",
+    "Limits",
+    "limits",
     "SettingsError",
     "Settings",
     "read_settings",
@@ -51,6 +62,7 @@ DATA_ENV = "DLUM_DATA_DIR"
 PRECISION_ENV = "DLUM_PRECISION"
 COMPILE_ENV = "DLUM_COMPILE"
 ALLOW_DOWNLOAD_ENV = "DLUM_ALLOW_DOWNLOAD"
+_MIB = 1024 * 1024
 
 
 class SettingsError(DLUMError, ValueError):
@@ -66,17 +78,59 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={env.get(name)!r}: use 1 (on) or 0 (off)")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
+def _int(env: Mapping[str, str], name: str, default: int, *, least: int = 0) -> int:
+    value = env.get(name, "").strip().replace("_", "")
     if not value:
         return default
     try:
         number = int(value)
     except ValueError:
-        raise SettingsError(f"{name}={value!r} is not a whole number") from None
-    if number < 0:
-        raise SettingsError(f"{name}={value!r} is negative")
+        raise SettingsError(f"{name}={env.get(name)!r} is not a whole number") from None
+    if number < least:
+        raise SettingsError(f"{name}={env.get(name)!r} is below {least}")
     return number
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds on what users give dlum; each is checked before the memory is spent.
+
+    >>> limits({"DLUM_MAX_PIXELS": "1000"}).max_pixels
+    1000
+    """
+
+    max_pixels: int = MAX_PIXELS
+    max_image_bytes: int = 256 * _MIB
+    max_table_bytes: int = 50 * _MIB
+    max_table_rows: int = 200_000
+    max_problems: int = 1000
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "DLUM_MAX_PIXELS": f"{self.max_pixels:,}",
+            "DLUM_MAX_IMAGE_MB": f"{self.max_image_bytes // _MIB:,}",
+            "DLUM_MAX_TABLE_MB": f"{self.max_table_bytes // _MIB:,}",
+            "DLUM_MAX_TABLE_ROWS": f"{self.max_table_rows:,}",
+            "DLUM_MAX_PROBLEMS": f"{self.max_problems:,}",
+        }
+
+
+#: The environment variables of :class:`Limits`.
+LIMIT_ENVS = tuple(Limits().as_dict())
+
+
+def limits(environ: Mapping[str, str] | None = None) -> Limits:
+    """The resource bounds from ``environ`` (default: the process environment), read at each
+    call so that a changed variable applies at once. Raises SettingsError."""
+    env = os.environ if environ is None else environ
+    base = Limits()
+    return Limits(
+        max_pixels=_int(env, "DLUM_MAX_PIXELS", base.max_pixels, least=1),
+        max_image_bytes=_int(env, "DLUM_MAX_IMAGE_MB", base.max_image_bytes // _MIB, least=1) * _MIB,
+        max_table_bytes=_int(env, "DLUM_MAX_TABLE_MB", base.max_table_bytes // _MIB, least=1) * _MIB,
+        max_table_rows=_int(env, "DLUM_MAX_TABLE_ROWS", base.max_table_rows, least=1),
+        max_problems=_int(env, "DLUM_MAX_PROBLEMS", base.max_problems, least=1),
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +142,7 @@ class Settings:
     precision: Precision
     compile: bool
     allow_download: bool
+    limits: Limits = Limits()
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -96,6 +151,7 @@ class Settings:
             PRECISION_ENV: str(self.precision),
             COMPILE_ENV: "1" if self.compile else "0",
             ALLOW_DOWNLOAD_ENV: "1" if self.allow_download else "0",
+            **self.limits.as_dict(),
         }
 
 
@@ -128,6 +184,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
         precision=precision,
         compile=_flag(env, COMPILE_ENV),
         allow_download=_flag(env, ALLOW_DOWNLOAD_ENV),
+        limits=limits(env),
     )
 
 

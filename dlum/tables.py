@@ -10,8 +10,9 @@ header) with the file line beside them, so a user can find them in a spreadsheet
 span columns (an ROI's four corners, image files) stay with the table's own reader, which adds
 its :class:`Problem` s to the same list.
 
-Problems are collected up to :data:`MAX_PROBLEMS`; past that the reader only counts them, so a
-table with a million bad cells costs memory for a thousand messages.
+Problems are collected up to ``DLUM_MAX_PROBLEMS`` (:class:`dlum.settings.Limits`, 1,000 by
+default); past that the reader only counts them, so a table with a million bad cells costs memory
+for a thousand messages. A table over ``DLUM_MAX_TABLE_MB`` or ``DLUM_MAX_TABLE_ROWS`` is not read.
 
 >>> schema = Schema("example table", (Column("case_id", required=True, unique=True),
 ...                                   Column("label", parse=parse_label, required=True)))
@@ -37,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from dlum.errors import CohortError
+from dlum.settings import Limits, limits
 
 __all__ = [
     "MAX_PROBLEMS",
@@ -58,11 +60,8 @@ __all__ = [
     "csv_bytes",
 ]
 
-#: Problems listed before the reader only counts the rest.
-MAX_PROBLEMS = 1000
-
-#: Largest CSV text read (bytes): a guard against a table that would fill memory.
-MAX_TABLE_BYTES = 200 * 1024 * 1024
+#: Problems listed by default before the reader only counts the rest (``DLUM_MAX_PROBLEMS``).
+MAX_PROBLEMS = Limits().max_problems
 
 
 @dataclass(frozen=True)
@@ -95,12 +94,13 @@ class Problem:
 
 
 class Problems:
-    """A bounded list of :class:`Problem` s (the first :data:`MAX_PROBLEMS`, then a count)."""
+    """A bounded list of :class:`Problem` s (the first ``limit``, by default
+    ``DLUM_MAX_PROBLEMS``, then a count)."""
 
-    def __init__(self, limit: int = MAX_PROBLEMS):
+    def __init__(self, limit: int | None = None):
         self.items: list[Problem] = []
         self.more = 0
-        self.limit = limit
+        self.limit = limits().max_problems if limit is None else limit
 
     def add(self, what: str, row: int | None = None, column: str | None = None,
             value: Any = None) -> None:
@@ -272,9 +272,17 @@ def source_name(source: Any, default: str) -> str:
     return str(getattr(source, "name", None) or default)
 
 
+def _too_big(size: int, bound: int, label: str) -> CohortError:
+    return CohortError([Problem(f"is {size / 2**20:,.1f} MiB, over the table limit of "
+                                f"{bound // 2**20:,} MiB (DLUM_MAX_TABLE_MB): not read")], label)
+
+
 def _read_bytes(source: Any, label: str) -> bytes:
+    bound = limits().max_table_bytes
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
+        if len(data) > bound:
+            raise _too_big(len(data), bound, label)
     elif isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):
@@ -283,9 +291,8 @@ def _read_bytes(source: Any, label: str) -> bytes:
             raise CohortError([Problem("the file was not found")], label)
         if not os.path.isfile(path):
             raise CohortError([Problem("not a regular file (a device, pipe or socket?)")], label)
-        if os.path.getsize(path) > MAX_TABLE_BYTES:
-            raise CohortError([Problem(f"larger than {MAX_TABLE_BYTES // 2**20} MiB: not read")],
-                              label)
+        if os.path.getsize(path) > bound:
+            raise _too_big(os.path.getsize(path), bound, label)
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -296,12 +303,11 @@ def _read_bytes(source: Any, label: str) -> bytes:
             source.seek(0)
         except (OSError, ValueError, AttributeError):
             pass
-        data = source.read(MAX_TABLE_BYTES + 1)
+        data = source.read(bound + 1)
         if isinstance(data, str):
             data = data.encode("utf-8")
-        if len(data) > MAX_TABLE_BYTES:
-            raise CohortError([Problem(f"larger than {MAX_TABLE_BYTES // 2**20} MiB: not read")],
-                              label)
+        if len(data) > bound:
+            raise _too_big(len(data), bound, label)
     else:
         raise CohortError([Problem(f"not a table source ({type(source).__name__})")], label)
     return data
@@ -327,8 +333,15 @@ def read_csv_text(source: Any, name: str | None = None, *,
                           label) from None
     if "\x00" in text:
         raise CohortError([Problem("holds NUL bytes: a binary file, not a CSV table")], label)
+    most = limits().max_table_rows
+    rows: list[list[str]] = []
     try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        for cells in csv.reader(io.StringIO(text, newline="")):
+            rows.append(cells)
+            # counted while read (blank lines too), so that a huge table stops here
+            if len(rows) > most + 1 and any(c.strip() for c in cells):
+                raise CohortError([Problem(f"has more than {most:,} data rows, the table limit "
+                                           "(DLUM_MAX_TABLE_ROWS): not read")], label)
     except csv.Error as err:
         raise CohortError([Problem(f"not a readable CSV file ({err})")], label) from None
     while rows and not any(cell.strip() for cell in rows[-1]):

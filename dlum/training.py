@@ -4,6 +4,10 @@ The paper's recipe by default: Adam (lr 1e-4, beta1 0.9), batch 16, focal loss o
 deep-supervision head and on the fused output plus an MAE consistency term between the US and MG
 block-5 probabilities (DL-UM); a checkpoint per epoch, the epoch with the lowest mean validation
 loss kept. Runs on one device, or on several through ``torchrun`` (DistributedDataParallel).
+
+Training refuses a cohort that puts a patient or an image in two splits
+(:func:`dlum.data.manifest.check_split_overlap`; with ``fold``, in the training and validation
+folds) unless ``allow_split_overlap`` is set; then it warns and the card records the overlap.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import platform
 import re
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,15 +35,17 @@ from tqdm.auto import tqdm
 
 from dlum.card import Card
 from dlum.checkpoint import dedup_shared, load_checkpoint, load_state, save_checkpoint
-from dlum.constants import MG, TRAIN, US, VALIDATION, Arch, Precision
+from dlum.constants import MG, MODALITIES, TRAIN, US, VALIDATION, Arch, Precision
 from dlum.data.crops import CropSet
 from dlum.data.transforms import to_network_input
 from dlum.errors import CheckpointError, DLUMError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
 from dlum.settings import distributed
+from dlum.files import atomic_path, write_text_atomic
 
 __all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "train_step", "train_one_epoch",
-           "validate", "build_card", "loss_and_optimizer", "assign_folds", "ARCHS"]
+           "validate", "build_card", "loss_and_optimizer", "assign_folds", "guard_split_overlap",
+           "ARCHS"]
 
 #: The ``--arch`` choices as plain strings (kept for callers that predate :class:`Arch`).
 ARCHS = tuple(a.value for a in Arch)
@@ -80,6 +87,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     weights_dtype: str = "float16"
     input_size: int = 224  # the paper's; smaller only for quick tests
+    #: train even when a patient or an image is in two splits (warned, recorded in the card)
+    allow_split_overlap: bool = False
 
     def __post_init__(self):
         try:
@@ -188,16 +197,58 @@ class PairDataset(Dataset):
 def assign_folds(cohort: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     """Patient-level fold number (0..folds-1) per row, stratified by pathology.
 
-    Uses scikit-learn's StratifiedGroupKFold so that no patient is in two folds.
+    Uses scikit-learn's StratifiedGroupKFold so that no patient is in two folds; for a pseudo
+    pair (``patient_id`` ``<US patient>+<MG woman>``) the group is the US patient (its MG woman is
+    paired with US patients of every fold: :func:`fit` refuses that unless allowed).
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
+    from dlum.data.manifest import row_people
+
     fold_of = np.full(len(cohort), -1)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    groups = cohort["patient_id"].astype(str).to_numpy()
+    groups = row_people(cohort)["us"].astype(str)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(cohort)), cohort["label"], groups)):
         fold_of[held] = k
     return fold_of
+
+
+def guard_split_overlap(cohort: pd.DataFrame, crops: CropSet | None, *, allow: bool,
+                        splits=None) -> dict[str, Any]:
+    """Refuse (or, with ``allow``, warn about) a patient or an image in two splits of ``cohort``.
+
+    Images are compared by the bytes hashes ``crops`` holds (by path without them). ``splits``
+    (per row) replaces the table's ``split`` column, e.g. with the folds of a cross-validation
+    run. Returns the card's record: ``found`` (how many), ``compared`` (images by ``bytes`` or
+    ``path``) and, when some were allowed, ``allowed`` and the first ``listed``.
+
+    Raises:
+        dlum.data.manifest.SplitOverlapError: some were found and ``allow`` is False.
+    """
+    from dlum.data.manifest import check_split_overlap
+
+    digests = None
+    if crops is not None and crops.digests is not None:
+        digests = {m: crops.row_digests(m) for m in MODALITIES}
+    found = check_split_overlap(cohort, splits=splits, digests=digests, allow=allow)
+    record: dict[str, Any] = {"found": len(found), "compared": "bytes" if digests else "path"}
+    if found:
+        listed = [str(p) for p in found.items]
+        record.update(allowed=True, listed=listed[:20])
+        shown = "\n  - ".join(listed[:5])
+        rest = f"\n  … and {len(found) - 5} more" if len(found) > 5 else ""
+        warnings.warn(f"training although {len(found)} patient(s) or image(s) are in two splits "
+                      f"(allow_split_overlap; recorded in the card):\n  - {shown}{rest}",
+                      stacklevel=3)
+    return record
+
+
+def _fold_splits(cohort: pd.DataFrame, train: np.ndarray, val: np.ndarray, fold: int) -> np.ndarray:
+    """The table's splits with its training and validation folds named as such."""
+    splits = cohort["split"].astype(str).to_numpy().astype(object)
+    splits[train] = "training folds"
+    splits[val] = f"validation fold {fold}"
+    return splits
 
 
 def _select_rows(cohort: pd.DataFrame, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -306,17 +357,25 @@ def _load_state(path: Path, model, optimizer) -> tuple[int, dict]:
 
     tensors = load_state(path)
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    _unwrap(model).load_state_dict(
-        {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    )
-    opt = optimizer.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            opt["state"].setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict(opt)
-    return int(meta["epoch"]), json.loads(meta["best"])
+        meta = f.metadata() or {}
+    damaged = (f"{path}: the resume state is damaged or from another run; delete it to start "
+               "afresh, or pass --no-resume")
+    try:
+        epoch, best = int(meta["epoch"]), json.loads(meta["best"])
+        if epoch < 0 or not isinstance(best, dict):
+            raise ValueError(epoch)
+        _unwrap(model).load_state_dict(
+            {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        opt = optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                opt["state"].setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict(opt)
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{damaged} ({type(err).__name__}: {err})"[:600]) from None
+    return epoch, best
 
 
 def _unwrap(model):
@@ -457,7 +516,11 @@ def _resume(run: _Run, resume: bool) -> tuple[int, dict, list[dict]]:
         return 0, {"epoch": None, "val_loss": math.inf}, []
     start_epoch, best = _load_state(run.state_path, run.model, run.optimizer)
     log_path = run.out_dir / "log.json"
-    log = json.loads(log_path.read_text())[:start_epoch] if log_path.is_file() else []
+    try:
+        log = json.loads(log_path.read_text())[:start_epoch] if log_path.is_file() else []
+    except (ValueError, TypeError, OSError):
+        raise CheckpointError(f"{log_path}: the training log of the interrupted run is damaged; "
+                              "pass --no-resume to start afresh") from None
     return start_epoch, best, log
 
 
@@ -570,9 +633,10 @@ def _restore_kept_epoch(run: _Run) -> None:
 
 
 def build_card(run: _Run, *, log: list[dict], best: dict, seconds: float,
-               data_info: dict | None) -> Card:
+               data_info: dict | None, split_overlap: dict | None = None) -> Card:
     """The checkpoint card (``card.json``, :mod:`dlum.card`) of a finished run; its operating
-    points and held-out results come later, from ``python -m dlum report --held-out``."""
+    points and held-out results come later, from ``python -m dlum report --held-out``.
+    ``split_overlap``: what :func:`guard_split_overlap` found (``training.split_overlap``)."""
     config = run.config
     return Card.from_dict({
         "name": run.out_dir.name,
@@ -598,6 +662,7 @@ def build_card(run: _Run, *, log: list[dict], best: dict, seconds: float,
             "world_size": run.world,
             "precision": str(run.dtype).replace("torch.", ""),
             "seconds": seconds,
+            **({"split_overlap": split_overlap} if split_overlap is not None else {}),
         },
         "hardware": {"device": describe_device(run.device), "torch": torch.__version__,
                      "python": platform.python_version()},
@@ -633,7 +698,17 @@ def fit(
 
     Returns the card (None on ranks other than 0). ``cohort`` must be the table ``crops``
     was built from (same row order).
+
+    Raises:
+        dlum.data.manifest.SplitOverlapError: a patient or an image in two splits (with
+            ``config.fold``: in the training and validation folds), unless
+            ``config.allow_split_overlap``; nothing is written then.
     """
+    splits = None
+    if config.fold is not None:
+        train_rows, val_rows = _select_rows(cohort, config)
+        splits = _fold_splits(cohort, train_rows, val_rows, config.fold)
+    overlap = guard_split_overlap(cohort, crops, allow=config.allow_split_overlap, splits=splits)
     run = _set_up(cohort, crops, Path(out_dir), config)
     start_epoch, best, log = _resume(run, resume)
     t_start = time.perf_counter()
@@ -644,7 +719,7 @@ def fit(
     if run.rank == 0:
         _restore_kept_epoch(run)
         card = build_card(run, log=log, best=best, seconds=time.perf_counter() - t_start,
-                          data_info=data_info)
+                          data_info=data_info, split_overlap=overlap)
         _ship(run, card, cohort, crops)
     run.barrier()
     return card
@@ -666,11 +741,12 @@ def _write_held_out_predictions(out_dir, cohort, crops, model, config, imagenet,
             frame[k] = v
     else:
         frame[f"p_{config.arch}"] = probs["p"]
-    frame.to_csv(out_dir / "held_out_predictions.csv", index=False, float_format="%.8f")
+    with atomic_path(out_dir / "held_out_predictions.csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.8f")
 
 
 def _write_log(out_dir: Path, log: list[dict]) -> None:
-    (out_dir / "log.json").write_text(json.dumps(log, indent=1))
+    write_text_atomic(out_dir / "log.json", json.dumps(log, indent=1))
     with open(out_dir / "log.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(log[0]))
         writer.writeheader()

@@ -8,12 +8,13 @@ import streamlit as st
 
 from dlum.app import case_review as cr
 from dlum.app import resources as res
-from dlum.constants import BIRADS_LEVELS, MAX_PIXELS, MG, MODALITIES, MODALITY_NAMES, N_BLOCKS, US
+from dlum.app.layout import page_config
+from dlum.constants import BIRADS_LEVELS, MG, MODALITIES, MODALITY_NAMES, N_BLOCKS, US
 from dlum.decision import decide, decision_text
 from dlum.errors import DLUMError
+from dlum.settings import limits
 
-st.set_page_config(page_title="DL-UM · Case Review", page_icon=":material/radiology:",
-                   layout="wide")
+page_config("DL-UM · Case Review")
 
 UPLOAD, EXAMPLE = "Upload images", "Example case"
 CAM_TARGETS = {"fused": "Fused DL-UM output", "branch": "Each branch's own output"}
@@ -72,7 +73,7 @@ if source == EXAMPLE:
             st.session_state[f"{MG}_birads"] = example.mg_birads
 
 limit_help = (f"PNG, JPEG or DICOM; up to {res.upload_limit_mb()} MB and "
-              f"{MAX_PIXELS / 1e6:.0f} million pixels per file. Kept in memory only, never "
+              f"{limits().max_pixels / 1e6:.0f} million pixels per file. Kept in memory only, never "
               "written to disk.")
 
 # -------------------------------------------------------------------------------------- two images

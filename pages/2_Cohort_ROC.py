@@ -9,7 +9,7 @@ import streamlit as st
 
 from dlum import evaluation as cohort
 from dlum.app import figures
-from dlum.app.layout import table_with_download
+from dlum.app.layout import page_config, table_with_download
 from dlum.app.resources import REPO_ROOT, checkpoint_dir, show_error
 from dlum.card import read_card
 from dlum.constants import SUBGROUPS, TEST
@@ -18,7 +18,7 @@ from dlum.errors import DLUMError
 from dlum.predictions import SCHEMA, Threshold, thresholds_for
 from dlum.tables import csv_bytes
 
-st.set_page_config(page_title="Cohort ROC · DL-UM", page_icon=":material/monitoring:", layout="wide")
+page_config("Cohort ROC · DL-UM")
 
 CHECKPOINT, UPLOAD, SYNTHETIC = "Checkpoint predictions", "Upload a predictions CSV", "Synthetic example"
 

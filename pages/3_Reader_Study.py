@@ -9,13 +9,13 @@ import streamlit as st
 
 from dlum import readers as rs
 from dlum.app import figures
-from dlum.app.layout import table_with_download
+from dlum.app.layout import page_config, table_with_download
 from dlum.app.resources import show_error
 from dlum.constants import SUBGROUPS
 from dlum.errors import DLUMError
 from dlum.stats import load_paper_tables
 
-st.set_page_config(page_title="Reader Study · DL-UM", page_icon=":material/groups:", layout="wide")
+page_config("Reader Study · DL-UM")
 
 
 @st.cache_data(show_spinner="Recomputing the published tables…")

@@ -53,6 +53,28 @@ def test_registered_command_runs_and_errors_become_messages(capsys):
         cli.COMMANDS.pop("dummy-test")
 
 
+def test_an_unexpected_exception_is_one_line_and_a_log_not_a_traceback(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+
+    def run(args):
+        raise KeyError("an internal slip")
+
+    cli.register(cli.Command("dummy-bug", "a command with a bug", lambda p: None, run))
+    try:
+        assert cli.main(["dummy-bug"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "a bug in dlum" in err
+        logs = list(tmp_path.glob("dlum-dummy-bug-*.log"))
+        assert len(logs) == 1 and logs[0].name in err
+        text = logs[0].read_text()
+        assert "Traceback" in text and "an internal slip" in text and "dummy-bug" in text
+    finally:
+        cli.COMMANDS.pop("dummy-bug")
+
+
 def test_prepare_on_a_missing_folder_is_one_clear_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dlum", "prepare", "--data", str(tmp_path / "nowhere"),

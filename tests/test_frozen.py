@@ -89,6 +89,7 @@ def test_fit_frozen_writes_a_checkpoint_whose_outputs_are_the_stacked_heads(tiny
     cohort, crops = tiny
     card = fit_frozen(cohort, crops, tmp_path / "m", CONFIG, progress=False)
     assert card.training["recipe"] == "frozen-stacked" and card.arch == "dlum"
+    assert card.training["split_overlap"] == {"found": 0, "compared": "bytes"}
     assert read_card(tmp_path / "m") == card
     held = pd.read_csv(tmp_path / "m" / "held_out_predictions.csv")
     assert set(held["split"]) == {"validation", "test", "external"}
@@ -130,3 +131,16 @@ def test_an_identity_block_passes_non_negative_maps_through():
     identity_block(block)
     x = torch.rand(2, 8, 6, 6)
     torch.testing.assert_close(block(x), x, atol=1e-6, rtol=1e-6)
+
+
+def test_fit_frozen_refuses_a_patient_in_two_splits_before_writing(tiny, tmp_path):
+    from dlum.data.manifest import SplitOverlapError
+
+    cohort, crops = tiny
+    leaked = cohort.copy()
+    test_row = leaked.index[leaked["split"] == "test"][0]
+    leaked.loc[test_row, "patient_id"] = leaked.loc[leaked.index[leaked["split"] == "train"][0],
+                                                    "patient_id"]
+    with pytest.raises(SplitOverlapError, match="patient in 2 splits: train .* and test"):
+        fit_frozen(leaked, crops, tmp_path / "m", CONFIG, progress=False)
+    assert not (tmp_path / "m").exists()

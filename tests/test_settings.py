@@ -41,3 +41,29 @@ def test_info_command_prints_settings_versions_and_checkpoint(capsys):
     from dlum.card import read_card
 
     assert f"p_dlum {read_card(read_settings({}).checkpoint).threshold:.3f}" in out
+
+
+def test_resource_limits_have_defaults_overrides_and_refuse_nonsense():
+    from dlum.settings import Limits, limits
+
+    assert limits({}) == Limits()
+    assert Limits().max_pixels == 30_000_000 and Limits().max_image_bytes == 256 * 2**20
+    got = limits({"DLUM_MAX_PIXELS": "1_000", "DLUM_MAX_IMAGE_MB": "2", "DLUM_MAX_TABLE_MB": "3",
+                  "DLUM_MAX_TABLE_ROWS": "4", "DLUM_MAX_PROBLEMS": "5"})
+    assert (got.max_pixels, got.max_image_bytes, got.max_table_bytes, got.max_table_rows,
+            got.max_problems) == (1000, 2 * 2**20, 3 * 2**20, 4, 5)
+    for name, value in (("DLUM_MAX_PIXELS", "0"), ("DLUM_MAX_IMAGE_MB", "-1"),
+                        ("DLUM_MAX_TABLE_ROWS", "lots"), ("DLUM_MAX_PROBLEMS", "1.5")):
+        with pytest.raises(SettingsError, match=name):
+            limits({name: value})
+    assert "DLUM_MAX_PIXELS" in read_settings({}).as_dict()
+
+
+def test_info_fails_with_status_2_on_an_unusable_setting(capsys, monkeypatch):
+    from dlum.cli import main
+
+    monkeypatch.setenv("DLUM_MAX_PIXELS", "many")
+    assert main(["info"]) == 2
+    captured = capsys.readouterr()
+    assert "settings: error: DLUM_MAX_PIXELS" in captured.out  # the report is still printed
+    assert captured.err.startswith("dlum info: error: DLUM_MAX_PIXELS")

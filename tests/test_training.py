@@ -236,3 +236,90 @@ def test_torchrun_ddp_two_cpu_processes(phantoms, tmp_path):
     card = json.loads((tmp_path / "ddp" / "card.json").read_text())
     assert card["training"]["world_size"] == 2
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
+
+
+def test_train_crops_the_images_again_when_one_was_replaced_under_its_name(prepared_like, tmp_path,
+                                                                          capsys):
+    from PIL import Image
+
+    table, cohort, _ = prepared_like
+    target = cohort.loc[0, "us_image"]
+    pixels = np.asarray(Image.open(target)).copy()
+    Image.fromarray(255 - pixels).save(target)  # another image under the same name
+    assert _train(table, tmp_path / "run", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert f"ignoring {table.parent / 'crops.npz'}" in err and "cropping the images instead" in err
+    assert "US crops were cut from other image bytes" in err and Path(target).name in err
+    given = table.parent / "crops.npz"
+    assert _train(table, tmp_path / "given", "--crops", str(given), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dlum train: error: {given} is not the crops of {table}")
+    assert "other image bytes" in err and not (tmp_path / "given").exists()
+
+
+# ------------------------------------------- no patient or image in two splits, unless allowed
+def _share_a_patient(table) -> tuple[str, str]:
+    """Give a validation row the patient of a training row; returns (patient, its case ids)."""
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    train = frame.index[frame["split"] == "train"][0]
+    val = frame.index[frame["split"] == "validation"][0]
+    frame.loc[val, "patient_id"] = frame.loc[train, "patient_id"]
+    frame.to_csv(table, index=False, lineterminator="\n")
+    return frame.loc[train, "patient_id"], frame.loc[val, "case_id"]
+
+
+@pytest.mark.parametrize("crops_beside", [True, False])
+def test_train_refuses_a_patient_in_train_and_validation(prepared_like, tmp_path, capsys,
+                                                         crops_beside):
+    table, _, _ = prepared_like
+    patient, case = _share_a_patient(table)
+    if not crops_beside:  # refused before the images are cropped
+        (table.parent / "crops.npz").unlink()
+    out = tmp_path / "run"
+    assert _train(table, out, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dlum train: error: ") and "Traceback" not in err
+    assert f"value '{patient}': patient in 2 splits: train (1 row" in err
+    assert f"and validation (1 row: case_id {case})" in err
+    assert "--allow-split-overlap" in err
+    assert not out.exists()  # nothing written
+
+
+def test_train_with_allow_split_overlap_warns_and_records_it(prepared_like, tmp_path, capsys):
+    table, _, _ = prepared_like
+    patient, _ = _share_a_patient(table)
+    with pytest.warns(UserWarning, match="1 patient\\(s\\) or image\\(s\\) are in two splits"):
+        assert _train(table, tmp_path / "run", "--quiet", "--allow-split-overlap") == 0
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["training"]["allow_split_overlap"] is True
+    record = card["training"]["split_overlap"]
+    assert record["found"] == 1 and record["allowed"] is True and record["compared"] == "bytes"
+    assert patient in record["listed"][0] and "validation" in record["listed"][0]
+
+
+def test_a_clean_cohort_is_recorded_as_checked(phantoms, tmp_path):
+    _, cohort, crops = phantoms
+    card = fit(cohort, crops, tmp_path, TrainConfig(arch="dlu", epochs=1, max_steps_per_epoch=1,
+                                                    **QUICK), progress=False)
+    assert card.training["split_overlap"] == {"found": 0, "compared": "bytes"}
+    assert card.training["allow_split_overlap"] is False
+
+
+def test_fit_refuses_an_mg_woman_in_the_training_and_validation_folds(phantoms, tmp_path):
+    from dlum.data.manifest import SplitOverlapError
+
+    _, cohort, crops = phantoms
+    pseudo = cohort.assign(pairing="pseudo",  # 24 US patients, 2 MG women: folds cannot part them
+                           patient_id=[f"u{i}+w{i % 2}" for i in range(len(cohort))])
+    with pytest.raises(SplitOverlapError, match="MG woman in 3 splits: training folds "):
+        fit(pseudo, crops, tmp_path / "cv", TrainConfig(arch="dlu", epochs=1, fold=0, folds=2,
+                                                        **QUICK), progress=False)
+    assert not (tmp_path / "cv").exists()
+
+
+def test_folds_keep_a_pseudo_pairs_us_patient_together():
+    n = 40  # 20 US patients with two lesions each, each lesion paired with another MG woman
+    cohort = pd.DataFrame({"patient_id": [f"u{i // 2}+w{i}" for i in range(n)],
+                           "pairing": "pseudo", "label": [(i // 2) % 2 for i in range(n)]})
+    folds = assign_folds(cohort, 4, seed=0)
+    assert (pd.Series(folds).groupby([i // 2 for i in range(n)]).nunique() == 1).all()

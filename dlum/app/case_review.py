@@ -27,7 +27,6 @@ from dlum.constants import (
     BIRADS_LEVELS,
     CONCORDANT,
     DISCORDANT,
-    MAX_PIXELS,
     MG,
     MODALITIES,
     MODALITY_NAMES,
@@ -112,7 +111,7 @@ def _check_modality(modality: str) -> str:
 
 
 def decode_upload(data: bytes, name: str, modality: str, *,
-                  max_pixels: int = MAX_PIXELS) -> CaseImage:
+                  max_pixels: int | None = None) -> CaseImage:
     """Decode uploaded bytes (PNG, JPEG, DICOM, …) in memory into a :class:`CaseImage`.
 
     Raises:
@@ -124,6 +123,10 @@ def decode_upload(data: bytes, name: str, modality: str, *,
     _check_modality(modality)
     t0 = time.perf_counter()
     data = bytes(data or b"")
+    if max_pixels is None:
+        from dlum.settings import limits
+
+        max_pixels = limits().max_pixels
     image = read_image(data, name=name, max_pixels=max_pixels)
     if image.ndim != 2 or min(image.shape) < 1:
         raise InputError(f"the image has an unexpected shape {image.shape}", name)

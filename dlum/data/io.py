@@ -27,8 +27,8 @@ from typing import IO, Union
 
 import numpy as np
 
-from dlum.constants import MAX_PIXELS
 from dlum.errors import InputError
+from dlum.settings import limits
 
 __all__ = [
     "ImageSource",
@@ -94,9 +94,11 @@ def _opened(source: object, label: str) -> Iterator[IO[bytes]]:
         except OSError as err:
             raise InputError(f"cannot be opened ({err.strerror or err})", label) from None
         with fp:
+            _check_file_size(os.fstat(fp.fileno()).st_size, label)
             yield fp
         return
     if isinstance(source, (bytes, bytearray, memoryview)):
+        _check_file_size(len(source), label)
         yield io.BytesIO(bytes(source))
         return
     if hasattr(source, "read"):
@@ -106,9 +108,15 @@ def _opened(source: object, label: str) -> Iterator[IO[bytes]]:
         except Exception:  # not seekable: take what is left of it
             position = None
         if position is None:
-            yield io.BytesIO(source.read())
+            bound = limits().max_image_bytes
+            data = source.read(bound + 1)
+            _check_file_size(len(data), label)
+            yield io.BytesIO(data)
             return
         try:
+            source.seek(0, io.SEEK_END)
+            _check_file_size(source.tell(), label)
+            source.seek(0)
             yield source  # type: ignore[misc]
         finally:
             with contextlib.suppress(Exception):
@@ -119,6 +127,13 @@ def _opened(source: object, label: str) -> Iterator[IO[bytes]]:
         "file is expected)",
         label,
     )
+
+
+def _check_file_size(size: int, label: str) -> None:
+    bound = limits().max_image_bytes
+    if size > bound:
+        raise InputError(f"the file is {size / 2**20:,.1f} MiB, over the image file limit of "
+                         f"{bound // 2**20:,} MiB (DLUM_MAX_IMAGE_MB)", label)
 
 
 def _head(fp: IO[bytes], label: str) -> bytes:
@@ -217,14 +232,66 @@ def _pil_to_grey(img, label: str) -> np.ndarray:
         if img.mode == "LA":
             array = array[..., 0]  # alpha is dropped: medical images are opaque
         else:
-            array = array[..., :3].astype(np.float32) @ _LUMA
+            return _luma(array)
     return np.asarray(array, dtype=np.float32)
 
 
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 grey of an (H, W, >=3) array, one channel at a time: peak memory two float
+    planes, not a float copy of every channel."""
+    grey = rgb[..., 0].astype(np.float32)
+    grey *= _LUMA[0]
+    for channel in (1, 2):
+        plane = rgb[..., channel].astype(np.float32)
+        plane *= _LUMA[channel]
+        grey += plane
+    return grey
+
+
 # ----------------------------------------------------------------------------------------- DICOM
+def _check_inflated_size(fp: IO[bytes], label: str, *, preamble: bool) -> None:
+    """A Deflated Explicit VR Little Endian data set is inflated whole by pydicom: measure its
+    inflated size first, in bounded chunks, and refuse it over ``DLUM_MAX_IMAGE_MB`` (a 1 MB file
+    may inflate to gigabytes). Other transfer syntaxes are left to pydicom and the pixel limit."""
+    import pydicom
+    import zlib
+    from pydicom.filereader import _read_file_meta_info  # public read_file_meta_info wants a path
+
+    start = fp.tell()
+    try:
+        if preamble:
+            fp.seek(132)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                meta = _read_file_meta_info(fp)
+        except Exception:
+            return  # no readable file meta: pydicom's own reading reports it
+        if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return
+        bound = limits().max_image_bytes
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        chunk = 1 << 20
+        try:
+            while data := fp.read(chunk):
+                while data:  # at most one chunk of inflated bytes held at a time
+                    total += len(inflater.decompress(data, chunk))
+                    if total > bound:
+                        raise InputError(
+                            f"the deflated DICOM data set inflates to over {bound // 2**20:,} "
+                            "MiB, the image file limit (DLUM_MAX_IMAGE_MB): not read", label)
+                    data = inflater.unconsumed_tail
+        except zlib.error as err:
+            raise InputError(f"the deflated DICOM data set is corrupt ({err})", label) from None
+    finally:
+        fp.seek(start)
+
+
 def _read_dataset(fp: IO[bytes], label: str, *, force: bool, stop_before_pixels: bool):
     import pydicom
 
+    _check_inflated_size(fp, label, preamble=not force)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about many harmless deviations
@@ -276,9 +343,9 @@ def _dicom_to_grey(ds, label: str) -> np.ndarray:
             # MONOCHROME1: the lowest value is displayed white; flip within the image's own range
             array = array.max() + array.min() - array
     elif photometric == "PALETTE COLOR":
-        array = apply_color_lut(array, ds)[..., :3].astype(np.float32) @ _LUMA
+        array = _luma(apply_color_lut(array, ds))
     elif photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420"):
-        array = array[..., :3].astype(np.float32) @ _LUMA  # pixel_array already gives RGB
+        array = _luma(array)  # pixel_array already gives RGB
     else:
         raise InputError(f"unsupported DICOM photometric interpretation {photometric}", label)
     array = np.asarray(array, dtype=np.float32)
@@ -297,8 +364,11 @@ def _read_dicom(fp: IO[bytes], label: str, max_pixels: int | None, *, forced: bo
 
 
 # ---------------------------------------------------------------------------------------- public
+_LIMIT = -1  # max_pixels default: DLUM_MAX_PIXELS, read at each call
+
+
 def read_image(
-    source: ImageSource, *, name: str | None = None, max_pixels: int | None = MAX_PIXELS
+    source: ImageSource, *, name: str | None = None, max_pixels: int | None = _LIMIT
 ) -> np.ndarray:
     """Decode a PNG/JPEG/TIFF/BMP/PGM or DICOM image into a 2-D float32 grey array.
 
@@ -311,7 +381,9 @@ def read_image(
         name: the file's name for messages; defaults to the path, ``source.name`` or
             "uploaded file".
         max_pixels: largest height x width accepted, checked from the header before decoding
-            (``None``: no limit besides Pillow's own decompression-bomb guard).
+            (default ``DLUM_MAX_PIXELS``, see :class:`dlum.settings.Limits`; ``None``: no limit
+            besides Pillow's own decompression-bomb guard). Files over ``DLUM_MAX_IMAGE_MB``
+            (and deflated DICOM inflating past it) are refused before they are read.
 
     Returns:
         ``(height, width)`` float32 array in the image's own intensity scale.
@@ -321,6 +393,8 @@ def read_image(
             without pixel data; the message names the file.
     """
     label = source_name(source, name)
+    if max_pixels == _LIMIT:
+        max_pixels = limits().max_pixels
     try:
         with _opened(source, label) as fp:
             head = _head(fp, label)

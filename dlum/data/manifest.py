@@ -27,6 +27,14 @@ out of a hand-written table; they then take :data:`DEFAULTS` (no ROI = whole ima
 ``subgroup`` (concordant / discordant / undetermined) is derived from the two BI-RADS, never
 typed in: discordant when one modality says 4-5 (biopsy) and the other 2-3 (follow-up).
 
+No patient and no image may be in two splits (:func:`check_split_overlap`): the same US patient,
+MG woman (the two halves of a pseudo pair's ``patient_id``, ``<US patient>+<MG woman>``; the
+patient herself for a same-patient pair) or image file (same path, or same bytes) in ``train``
+and ``validation``, or in a training split and a held-out one, leaks what is evaluated into
+what is trained. Only ``test`` and ``external`` may share (both are held out; the public
+cohort pairs its external US lesions with the test split's MG lesions). ``read_cohort`` does not
+refuse such a table (it may be read for other uses); training does, unless told otherwise.
+
 The columns are declared once, as :data:`COHORT_SCHEMA` (a :class:`dlum.tables.Schema`;
 :func:`cohort_schema_markdown` renders it for the documentation). :func:`read_cohort` reads the
 table with :func:`dlum.tables.read_table`, adds the checks that span columns (an ROI's four
@@ -53,8 +61,10 @@ from dlum.constants import (
     BIRADS_SUSPICIOUS,
     CONCORDANT,
     DISCORDANT,
+    EXTERNAL,
     MODALITIES,
     PAIRINGS,
+    PSEUDO,
     SAME_PATIENT,
     SPLITS,
     SYNTHETIC_SOURCE,
@@ -65,6 +75,7 @@ from dlum.constants import (
 )
 from dlum.errors import CohortError, InputError
 from dlum.tables import Column, Problems, Schema, choice, read_table, source_name
+from dlum.files import atomic_path
 
 __all__ = [
     "BOX_COLUMNS",
@@ -74,13 +85,18 @@ __all__ = [
     "EXCLUDED_BIRADS",
     "REPORTED",
     "REQUIRED_COLUMNS",
+    "SHARED_SPLITS",
+    "SplitOverlapError",
     "case_box",
+    "check_split_overlap",
     "cohort_schema_markdown",
     "cohort_summary",
     "derive_subgroup",
     "parse_birads",
     "parse_label",
     "read_cohort",
+    "row_people",
+    "split_overlaps",
     "write_cohort",
 ]
 
@@ -471,6 +487,164 @@ def _image_size(path: str) -> tuple[int, int] | str:
         return err.problem
 
 
+# ------------------------------------------------------------------------------- split overlap
+#: Splits that may share a patient or an image: the two held-out splits, which no training or
+#: selection step sees (the public cohort pairs its external US lesions with the test split's MG
+#: lesions). Any other two splits sharing one is a leak.
+SHARED_SPLITS = frozenset({TEST, EXTERNAL})
+
+#: Overlaps listed before the rest are only counted.
+MAX_OVERLAPS = 100
+
+
+def row_people(cohort: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per row, who the US and the MG image show: ``{"us": ids, "mg": ids}``.
+
+    A pseudo pair whose ``patient_id`` is ``<US patient>+<MG woman>`` (as ``prepare`` writes it)
+    names two people; any other row names one, the patient of both images.
+    """
+    patient = cohort["patient_id"].astype(str).str.strip()
+    pairing = cohort["pairing"] if "pairing" in cohort.columns else pd.Series(
+        SAME_PATIENT, index=cohort.index)
+    parts = patient.str.split("+")
+    two = ((pairing.astype(str) == PSEUDO) & (parts.str.len() == 2)).to_numpy()
+    us = np.where(two, parts.str[0].str.strip(), patient)
+    mg = np.where(two, parts.str[-1].str.strip(), patient)
+    return {"us": us.astype(object), "mg": mg.astype(object)}
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    """train, validation, test, external; cross-validation folds beside the split they stand for."""
+    for rank, name in enumerate(SPLITS):
+        if split == name or split.startswith(name) or (name == TRAIN and split.startswith("training")):
+            return rank, split
+    return len(SPLITS), split
+
+
+def _leaks(splits) -> bool:
+    """Whether rows in these splits sharing a patient or an image is a leak."""
+    found = set(splits)
+    return len(found) > 1 and not found <= SHARED_SPLITS
+
+
+def _where(by_split: dict[str, list[str]]) -> str:
+    """"train (case_id a, b), validation (case_id c)": the splits of one overlap, named by case."""
+    parts = []
+    for split in sorted(by_split, key=_split_order):
+        cases = by_split[split]
+        shown = ", ".join(cases[:3]) + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
+        parts.append(f"{split} ({len(cases)} row{'s' if len(cases) > 1 else ''}: case_id {shown})")
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def split_overlaps(cohort: pd.DataFrame, *, splits=None, digests: dict | None = None,
+                   limit: int = MAX_OVERLAPS) -> Problems:
+    """The patients and images that ``cohort`` puts in two splits that may not share them.
+
+    Args:
+        cohort: a validated table (:func:`read_cohort`).
+        splits: per row, the split to check (default: the ``split`` column), e.g. the training
+            and validation folds of a cross-validation run.
+        digests: per modality and row, the SHA-256 of the image file's bytes
+            (:meth:`dlum.data.crops.CropSet.row_digests`), so that one image under two names or
+            paths counts as one; without it images are compared by path.
+        limit: overlaps listed; past it they are counted (``Problems.more``).
+
+    Returns:
+        :class:`dlum.tables.Problems`: one per US patient / MG woman / patient and per image,
+        naming its splits and cases (``column``: ``patient_id`` or the image column; ``value``:
+        the patient or the image file name). Only ``test`` and ``external`` may share
+        (:data:`SHARED_SPLITS`).
+    """
+    split = np.asarray(cohort["split"] if splits is None else splits).astype(str)
+    cases = cohort["case_id"].astype(str).to_numpy() if "case_id" in cohort.columns else \
+        np.array([f"row {i + 1}" for i in range(len(cohort))], dtype=object)
+    found = Problems(limit)
+    if len(set(split)) < 2:
+        return found
+
+    def group(keys) -> dict:
+        """key -> split -> case ids, for the keys whose splits leak."""
+        where: dict = {}
+        for key, s, case in zip(keys, split, cases):
+            if key is None or key == "":
+                continue
+            where.setdefault(key, {}).setdefault(s, []).append(case)
+        return {k: v for k, v in where.items() if _leaks(v)}
+
+    people = row_people(cohort)
+    by_side = {m: group(people[m]) for m in MODALITIES}
+    for person in sorted(set(by_side["us"]) | set(by_side["mg"])):
+        us, mg = by_side["us"].get(person), by_side["mg"].get(person)
+        if us is not None and us == mg:  # the same rows: a same-patient pair's woman
+            found.add(f"patient in {len(us)} splits: {_where(us)}", column="patient_id",
+                      value=person)
+            continue
+        for side, where in (("US patient", us), ("MG woman", mg)):
+            if where is not None:
+                found.add(f"{side} in {len(where)} splits: {_where(where)}", column="patient_id",
+                          value=person)
+
+    names: dict = {}
+    keys: list = []
+    for m in MODALITIES:
+        paths = cohort[f"{m}_image"].astype(str).to_numpy() if f"{m}_image" in cohort.columns \
+            else np.full(len(cohort), "", dtype=object)
+        known = None if digests is None else digests.get(m)
+        for i, path in enumerate(paths):
+            digest = None if known is None else known[i]
+            key = ("bytes", digest) if digest else ("file", path) if path else None
+            if key is not None:
+                names.setdefault(key, {}).setdefault(os.path.basename(path), f"{m}_image")
+            keys.append((key, split[i], cases[i]))
+    where: dict = {}
+    for key, s, case in keys:
+        if key is not None:
+            cases_of = where.setdefault(key, {}).setdefault(s, [])
+            if case not in cases_of:
+                cases_of.append(case)
+    for key, by_split in sorted(where.items(), key=lambda kv: sorted(names[kv[0]])):
+        if not _leaks(by_split):
+            continue
+        files = sorted(names[key])
+        column = names[key][files[0]]
+        what = "image" if len(files) == 1 else f"one image (same bytes) as {', '.join(files)}"
+        found.add(f"{what} in {len(by_split)} splits: {_where(by_split)}", column=column,
+                  value=files[0])
+    return found
+
+
+def check_split_overlap(cohort: pd.DataFrame, *, splits=None, digests: dict | None = None,
+                        allow: bool = False, source: str | None = None) -> Problems:
+    """Refuse a table that puts a patient or an image in two splits (:func:`split_overlaps`).
+
+    Returns what was found (empty for a clean table, or when ``allow`` and some were found:
+    the caller warns and records it).
+
+    Raises:
+        CohortError: some were found and ``allow`` is False; the message lists them and says how
+            to proceed anyway.
+    """
+    found = split_overlaps(cohort, splits=splits, digests=digests)
+    if found and not allow:
+        raise SplitOverlapError(found.items, source or cohort.attrs.get("source"),
+                                more=found.more)
+    return found
+
+
+class SplitOverlapError(CohortError):
+    """A :class:`~dlum.errors.CohortError` listing patients or images in two splits, with what
+    to do about it."""
+
+    HINT = ("No patient or image may be in two splits (only test and external may share): "
+            "that leaks what is evaluated into what is trained. Fix the splits, or pass "
+            "--allow-split-overlap (allow_split_overlap=True) to train anyway; the checkpoint "
+            "card then records the overlap.")
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.HINT}"
+
+
 # -------------------------------------------------------------------------------------- writing
 def _format_number(value: object) -> str:
     if _blank(value):
@@ -509,7 +683,8 @@ def write_cohort(df: pd.DataFrame, path: str | os.PathLike) -> Path:
             values = ["" if _blank(v) else str(v) for v in values]
         table[column] = values
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, lineterminator="\n")
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n")
     return path
 
 

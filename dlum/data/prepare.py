@@ -15,7 +15,13 @@ it: 2,127 US + 95 MG crops. Training from them gives the same network inputs as 
 image files, so ``python -m dlum train`` picks up a ``crops.npz`` lying beside its ``--cohort``
 table, and predictions made from it on a GPU machine equal CPU ``python -m dlum evaluate``
 output. The file (compressed ``.npz``, no pickle) is small enough to carry to a GPU machine
-(< 60 MiB with the tables).
+(< 60 MiB with the tables). It keeps the SHA-256 of each image file a crop was cut from, so that
+a crop of a file replaced since is never used.
+
+Before anything is written, the cohort is checked to put no US patient, MG woman or image
+(compared by bytes) in two splits (:func:`dlum.data.manifest.check_split_overlap`; only
+``test`` and ``external`` share the test split's MG lesions, by design): a failure there is a
+bug in the splitting, raised as a :class:`~dlum.errors.CohortError`.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import pandas as pd
 
 from dlum.constants import DEVELOPMENT_SPLITS, MG, MODALITIES, ROI_EXPANSION, SPLITS
 from dlum.errors import InputError
+from dlum.files import atomic_path, write_text_atomic
 
 __all__ = [
     "COHORT_FILE",
@@ -119,6 +126,7 @@ def prepare(
     uses = pd.concat([cohort["us_lesion_id"], cohort["mg_lesion_id"]]).value_counts()
     lesions["pairs"] = lesions["lesion_id"].map(uses).fillna(0).astype(int)
 
+    overlap = _check_splits(cohort)
     write_cohort(cohort, out / COHORT_FILE)
     # The written table must pass the same validation as any hand-written one.
     checked = read_cohort(out / COHORT_FILE, check_images=True)
@@ -126,7 +134,8 @@ def prepare(
     lesions["crop"] = _crop_numbers(ids, lesions, checked)
     table = lesions.copy()
     table["image"] = [_relative(p, out) for p in table["image"]]
-    table.to_csv(out / LESIONS_FILE, index=False, lineterminator="\n")
+    with atomic_path(out / LESIONS_FILE) as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n")
 
     crops_path = out / CROPS_FILE
     cache = {"file": None, "format": CROPS_FORMAT, "roi_expansion": ROI_EXPANSION, "rows": 0,
@@ -192,18 +201,36 @@ def prepare(
                 if isinstance(r.note, str) and r.note and "diffuse" not in r.note
             },
         },
+        "split_overlap": overlap,
         "cache": cache,
         "seconds": round(time.perf_counter() - start, 1),
         "python": platform.python_version(),
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _check_splits(cohort: pd.DataFrame) -> dict:
+    """Refuse a built cohort that puts a patient or an image in two splits (a splitting bug);
+    images are compared by the SHA-256 of their bytes (hashed once: the crops reuse them)."""
+    from dlum.data.crops import file_digest
+    from dlum.data.manifest import SHARED_SPLITS, check_split_overlap
+
+    try:
+        digests = {m: np.array([file_digest(p) for p in cohort[f"{m}_image"]], dtype=object)
+                   for m in MODALITIES}
+    except OSError:
+        digests = None  # an unreadable image: compared by path; read_cohort names the file
+    check_split_overlap(cohort, digests=digests, source="the pseudo-paired public cohort")
+    return {"found": 0, "compared": "bytes" if digests else "path",
+            "may_share": sorted(SHARED_SPLITS)}
 
 
 def crops_beside(table: str | Path, cohort: pd.DataFrame):
     """The ``crops.npz`` that :func:`prepare` left beside ``table``, if it holds ``cohort``'s crops.
 
-    Returns ``(crops, None)`` when it matches (rows, labels, images, boxes), ``(None, why)`` when
+    Returns ``(crops, None)`` when it matches (rows, labels, image names and boxes, and the
+    bytes of the images present: :meth:`dlum.data.crops.CropSet.mismatch`), ``(None, why)`` when
     it is there but does not match or cannot be read, and ``(None, None)`` when there is none.
     """
     from dlum.data.crops import CropSet

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlum.constants import MG, US, CamMethod
+from dlum.constants import MG, N_BLOCKS, US, CamMethod
+from dlum.errors import InputError
 
 __all__ = ["CAM_METHODS", "CAM_TARGETS", "CAMResult", "compute_cams", "overlay"]
 
@@ -142,9 +143,19 @@ def overlay(image: np.ndarray, cam: np.ndarray, opacity: float = 0.5) -> np.ndar
     return show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=1 - opacity)
 
 
+def cam_file_names(*, us: bool, mg: bool) -> list[str]:
+    """The files :func:`write_cam_overlays` writes for the given modalities."""
+    return [f"{m}_block{k}.png" for m, given in ((US, us), (MG, mg)) if given
+            for k in range(1, N_BLOCKS + 1)]
+
+
 def write_cam_overlays(predictor, out_dir, *, us=None, mg=None, us_box=None, mg_box=None,
                        method: str = "Grad-CAM", opacity: float = 0.5) -> list[str]:
-    """CAM overlays of blocks 1–5 of each given image as PNGs in ``out_dir``; returns their paths."""
+    """CAM overlays of blocks 1–5 of each given image as PNGs in ``out_dir``; returns their paths.
+
+    Raises:
+        InputError: ``out_dir`` cannot be made or written (a file, a read-only place).
+    """
     from pathlib import Path
 
     from PIL import Image
@@ -152,7 +163,10 @@ def write_cam_overlays(predictor, out_dir, *, us=None, mg=None, us_box=None, mg_
     from dlum.data.io import read_image
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot make the CAM folder ({err.strerror or err})", str(out)) from None
     tensors = {}
     for modality, source, box in ((US, us, us_box), (MG, mg, mg_box)):
         if source is not None:
@@ -164,6 +178,10 @@ def write_cam_overlays(predictor, out_dir, *, us=None, mg=None, us_box=None, mg_
         grey = (x - x.min()) / (x.max() - x.min() + 1e-12)
         for k, cam in enumerate(maps, start=1):
             path = out / f"{modality}_block{k}.png"
-            Image.fromarray(overlay(grey, cam, opacity)).save(path)
+            try:
+                Image.fromarray(overlay(grey, cam, opacity)).save(path)
+            except OSError as err:
+                raise InputError(f"cannot write {path.name} ({err.strerror or err})",
+                                 str(out)) from None
             written.append(str(path))
     return written

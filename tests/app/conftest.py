@@ -5,45 +5,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkpoints import (  # noqa: F401  (re-exported for the page tests)
+    TEST_INPUT_SIZE,
+    TEST_METRICS,
+    TEST_OPERATING_POINT,
+    TEST_THRESHOLDS,
+    write_test_checkpoint,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-#: Input side of the test checkpoint: small, so that CPU tests stay fast.
-TEST_INPUT_SIZE = 64
-
-#: The test checkpoint's thresholds (each output its own) and DL-UM's test figures.
-TEST_THRESHOLDS = {"p_dlum": 0.5, "p_us_head": 0.45, "p_mg_head": 0.55}
-TEST_OPERATING_POINT = {"thresholds_per_model": dict(TEST_THRESHOLDS), "chosen_on": "validation",
-                        "rule": "test fixture", "min_sensitivity": 0.9}
-TEST_METRICS = {"test": {"all": {
-    "n": 40, "malignant": 16, "benign": 24,
-    "p_dlum": {"auc": 0.5, "auc_ci": [0.3, 0.7], "sensitivity": 0.875,
-               "sensitivity_ci": [0.64, 0.97], "specificity": 0.75, "specificity_ci": [0.55, 0.88]},
-    "p_us_head": {"auc": 0.5, "auc_ci": None, "sensitivity": 0.5, "sensitivity_ci": None,
-                  "specificity": 0.5, "specificity_ci": None},
-}}}
 
 
 @pytest.fixture(scope="session")
 def app_checkpoint(tmp_path_factory) -> Path:
     """A random-weight DL-UM saved as a checkpoint folder (safetensors + card)."""
-    import torch
-
-    from dlum.checkpoint import save_checkpoint
-    from dlum.networks import DLUM
-
-    torch.manual_seed(0)
-    model = DLUM(pretrained=False).eval()
-    card = {
-        "name": "test-ckpt",
-        "model": model.config(),
-        "arch": "dlum",
-        "input": {"size": TEST_INPUT_SIZE, "imagenet_normalisation": False},
-        "operating_point": dict(TEST_OPERATING_POINT),
-        "data": {"pairing": "pseudo", "note": "random weights made by the tests"},
-        "pairing_rule": "test fixture: no data",
-        "metrics": TEST_METRICS,
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "test-ckpt", model, card)
+    return write_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "test-ckpt")
 
 
 @pytest.fixture()

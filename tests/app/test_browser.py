@@ -6,6 +6,10 @@ images, draws an ROI box by dragging, uploads a malformed file, then opens every
 that none shows an exception. A full-page screenshot of each step is saved under pytest's
 ``tmp_path`` (the folder is printed; run with ``-s`` to see it).
 
+The dashboard must work air-gapped: every request the browser makes during the walk (pages,
+scripts, fonts, icons, favicons, images, websockets) is recorded, any request to a host other
+than the app's own is refused (as it would be offline), and the test fails listing them.
+
 Needs chromium (``apt-get install -y chromium``; ``make test`` installs it) and the ``playwright``
 package; Playwright's own browser download is not used.
 """
@@ -21,6 +25,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -36,6 +41,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 EXCEPTION = '[data-testid="stException"]'
 ERROR = '[data-testid="stAlertContentError"]'
 STARTUP_S = 120
+#: Hosts the browser may talk to: the app's own. Anything else would fail in a hospital network.
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 def _chromium() -> str | None:
@@ -61,11 +68,11 @@ def app_url(app_checkpoint, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     env = {**os.environ, "DLUM_CHECKPOINT": str(app_checkpoint), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
+        # browser.gatherUsageStats is left to .streamlit/config.toml, so the walk checks it too
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
              "--server.port", str(port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
+             "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -92,15 +99,55 @@ def app_url(app_checkpoint, tmp_path_factory):
         print(f"\nstreamlit server log: {log_path}")
 
 
+def _is_local(url: str) -> bool:
+    """True for a URL that stays on this machine (``data:``/``blob:`` never leave the page)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about", "chrome", "chrome-extension", "devtools"):
+        return True
+    return (parts.hostname or "").lower() in LOCAL_HOSTS
+
+
+class RequestLog:
+    """Every URL the browser asked for, in order; :attr:`external` those that leave the machine."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.external: list[str] = []
+
+    def add(self, url: str) -> None:
+        self.urls.append(url)
+        if not _is_local(url) and url not in self.external:
+            self.external.append(url)
+
+
 @pytest.fixture(scope="module")
-def browser_page(app_url):
+def request_log() -> RequestLog:
+    return RequestLog()
+
+
+@pytest.fixture(scope="module")
+def browser_page(app_url, request_log):
     from playwright.sync_api import sync_playwright
+
+    def route(r):
+        # As on an air-gapped machine: only the app's own host answers. Refusing here also
+        # catches requests that the page events might report late or not at all.
+        if _is_local(r.request.url):
+            r.continue_()
+        else:
+            request_log.add(r.request.url)
+            r.abort("internetdisconnected")
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        context.route("**/*", route)
+        context.on("request", lambda r: request_log.add(r.url))
+        page = context.new_page()
+        page.on("websocket", lambda ws: request_log.add(ws.url))
         page.set_default_timeout(120_000)
         yield page
+        context.close()
         browser.close()
 
 
@@ -134,6 +181,10 @@ def _assert_clean(page, what: str) -> None:
     assert page.locator(EXCEPTION).count() == 0, f"{what}: the page shows an exception"
     errors = page.locator(ERROR).all_inner_texts()
     assert not errors, f"{what}: unexpected error message(s): {errors}"
+    # the favicon is fetched by the browser itself, which a headless one may skip: check the link
+    icons = page.locator('link[rel~="icon"]').evaluate_all("els => els.map(e => e.href)")
+    remote = [u for u in icons if not _is_local(u)]
+    assert not remote, f"{what}: the favicon comes from another host: {remote}"
 
 
 def _pair_files(folder: Path) -> tuple[Path, Path]:
@@ -162,7 +213,7 @@ def _page_paths() -> list[str]:
     return [p.stem.split("_", 1)[1] for p in sorted((REPO_ROOT / "pages").glob("[0-9]*_*.py"))]
 
 
-def test_every_page_in_chromium(app_url, browser_page, tmp_path):
+def test_every_page_in_chromium(app_url, browser_page, request_log, tmp_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"\nscreenshots: {shots}")
@@ -172,7 +223,15 @@ def test_every_page_in_chromium(app_url, browser_page, tmp_path):
         browser_page.screenshot(path=str(shots / "failure.png"), full_page=True)
         print(f"failure screenshot: {shots / 'failure.png'}")
         print("alerts on the page:", browser_page.locator('[data-testid="stAlert"]').all_inner_texts())
+        print("requests off the machine:", request_log.external)
         raise
+    # late requests (favicons, lazily loaded fonts) have had the last settle to go out
+    browser_page.wait_for_timeout(1000)
+    print(f"{len(request_log.urls)} browser requests, {len(request_log.external)} off the machine")
+    assert request_log.urls, "no request was recorded: the recorder is broken"
+    assert not request_log.external, (
+        "the dashboard must work air-gapped, but the browser asked other hosts for:\n  "
+        + "\n  ".join(request_log.external))
 
 
 def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
@@ -183,6 +242,9 @@ def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
     assert page.get_by_text("For research use only").count() >= 1
     assert page.get_by_text("test-ckpt").count() >= 1
     _assert_clean(page, "Home")
+    favicon = page.locator('link[rel~="icon"]').first.evaluate("e => e.href")
+    response = page.request.get(favicon)
+    assert response.ok and response.headers["content-type"].startswith("image/"), favicon
     _screenshot(page, shots, "0_home")
 
     # Case Review: upload a pair, wait for the probability

@@ -320,3 +320,111 @@ def test_parse_birads(value, expected):
 def test_parse_birads_refuses(value):
     with pytest.raises(ValueError):
         parse_birads(value)
+
+
+# ------------------------------------------------------- no patient or image in two splits
+def overlap_table(rows) -> pd.DataFrame:
+    """A validated-looking cohort: (case, patient, us image, mg image, split[, pairing])."""
+    frame = pd.DataFrame([r + ("same_patient",) * (6 - len(r)) for r in rows],
+                         columns=["case_id", "patient_id", "us_image", "mg_image", "split",
+                                  "pairing"])
+    return frame.assign(label=0)
+
+
+def test_a_clean_table_has_no_split_overlap():
+    from dlum.data.manifest import check_split_overlap, split_overlaps
+
+    table = overlap_table([("c1", "p1", "/d/u1.png", "/d/m1.png", "train"),
+                           ("c2", "p1", "/d/u2.png", "/d/m1.png", "train"),  # one woman, two lesions
+                           ("c3", "p2", "/d/u3.png", "/d/m3.png", "validation"),
+                           ("c4", "p3", "/d/u4.png", "/d/m4.png", "test")])
+    assert not split_overlaps(table)
+    assert len(check_split_overlap(table)) == 0
+
+
+def test_a_patient_in_train_and_validation_is_named_with_both_splits():
+    from dlum.data.manifest import SplitOverlapError, check_split_overlap, split_overlaps
+
+    table = overlap_table([("c1", "p1", "/d/u1.png", "/d/m1.png", "train"),
+                           ("c2", "p2", "/d/u2.png", "/d/m2.png", "train"),
+                           ("c3", "p1", "/d/u3.png", "/d/m3.png", "validation")])
+    found = split_overlaps(table)
+    assert [str(p) for p in found.items] == [
+        "column 'patient_id', value 'p1': patient in 2 splits: train (1 row: case_id c1) and "
+        "validation (1 row: case_id c3)"]
+    with pytest.raises(SplitOverlapError) as caught:
+        check_split_overlap(table, source="cohort.csv")
+    text = str(caught.value)
+    assert text.startswith("cohort.csv: 1 problem(s) in the table:")
+    assert "'p1'" in text and "train" in text and "validation" in text
+    assert "--allow-split-overlap" in text and isinstance(caught.value, CohortError)
+    assert len(check_split_overlap(table, allow=True)) == 1  # allowed: returned, not raised
+
+
+def test_pseudo_pairs_name_the_us_patient_and_the_mg_woman_apart():
+    from dlum.data.manifest import row_people, split_overlaps
+
+    table = overlap_table([("a+x", "busbra:1+mias:1", "/d/a.png", "/d/x.png", "train", "pseudo"),
+                           ("b+y", "busbra:2+mias:1", "/d/b.png", "/d/y.png", "test", "pseudo"),
+                           ("c+z", "busbra:1+mias:2", "/d/c.png", "/d/z.png", "validation", "pseudo")])
+    assert row_people(table)["us"].tolist() == ["busbra:1", "busbra:2", "busbra:1"]
+    assert row_people(table)["mg"].tolist() == ["mias:1", "mias:1", "mias:2"]
+    found = [str(p) for p in split_overlaps(table).items]
+    assert found == [
+        "column 'patient_id', value 'busbra:1': US patient in 2 splits: train (1 row: case_id a+x) "
+        "and validation (1 row: case_id c+z)",
+        "column 'patient_id', value 'mias:1': MG woman in 2 splits: train (1 row: case_id a+x) "
+        "and test (1 row: case_id b+y)"]
+    # a '+' in a same-patient id is part of the name, not two people
+    same = table.assign(pairing="same_patient")
+    assert row_people(same)["us"].tolist() == same["patient_id"].tolist()
+
+
+def test_test_and_external_may_share_an_mg_lesion_nothing_else_may():
+    from dlum.data.manifest import split_overlaps
+
+    shared = overlap_table([("a+x", "u1+w1", "/d/a.png", "/d/x.png", "test", "pseudo"),
+                            ("b+x", "u2+w1", "/d/b.png", "/d/x.png", "external", "pseudo")])
+    assert not split_overlaps(shared)  # the public cohort's design: both held out
+    leaked = pd.concat([shared, overlap_table([("c+x", "u3+w1", "/d/c.png", "/d/x.png", "train",
+                                                "pseudo")])], ignore_index=True)
+    found = [str(p) for p in split_overlaps(leaked).items]
+    assert len(found) == 2
+    assert found[0].startswith("column 'patient_id', value 'w1': MG woman in 3 splits: train")
+    assert found[1].startswith("column 'mg_image', value 'x.png': image in 3 splits: train (1 row: "
+                               "case_id c+x), test (1 row: case_id a+x) and external")
+
+
+def test_the_same_image_bytes_under_two_names_are_one_image():
+    from dlum.data.manifest import split_overlaps
+
+    table = overlap_table([("c1", "p1", "/d/u1.png", "/d/m1.png", "train"),
+                           ("c2", "p2", "/e/copy.png", "/d/m2.png", "validation")])
+    assert not split_overlaps(table)  # by path: two files
+    digests = {"us": np.array(["aa", "aa"], dtype=object), "mg": np.array(["b1", "b2"], dtype=object)}
+    found = [str(p) for p in split_overlaps(table, digests=digests).items]
+    assert found == ["column 'us_image', value 'copy.png': one image (same bytes) as copy.png, "
+                     "u1.png in 2 splits: train (1 row: case_id c1) and validation (1 row: "
+                     "case_id c2)"]
+
+
+def test_split_overlaps_are_listed_up_to_a_bound_then_counted():
+    from dlum.data.manifest import SplitOverlapError, check_split_overlap, split_overlaps
+
+    rows = [(f"t{i}", f"p{i}", f"/d/u{i}.png", f"/d/m{i}.png", "train") for i in range(30)]
+    rows += [(f"v{i}", f"p{i}", f"/d/v{i}.png", f"/d/n{i}.png", "validation") for i in range(30)]
+    found = split_overlaps(overlap_table(rows), limit=10)
+    assert len(found.items) == 10 and found.more == 20
+    with pytest.raises(SplitOverlapError) as caught:
+        check_split_overlap(overlap_table(rows))
+    assert caught.value.count == 30 and "… and 10 more" in str(caught.value)
+
+
+def test_folds_can_replace_the_split_column():
+    from dlum.data.manifest import split_overlaps
+
+    table = overlap_table([("c1", "p1", "/d/u1.png", "/d/m1.png", "train"),
+                           ("c2", "p1", "/d/u2.png", "/d/m2.png", "train")])
+    found = split_overlaps(table, splits=["training folds", "validation fold 0"])
+    assert "patient in 2 splits: training folds (1 row: case_id c1) and validation fold 0" in \
+        str(found.items[0])

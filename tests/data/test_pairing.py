@@ -169,6 +169,13 @@ def test_public_cohort_no_patient_or_image_in_two_splits(public):
     seen_in_training = cohort.loc[cohort["split"].isin(["train", "validation"]), "mg_image"]
     assert not set(external["mg_image"]) & set(seen_in_training)
     assert (cohort.loc[cohort["source"] == "BUS-BRA+mini-MIAS", "split"] != "external").all()
+    # the check training runs finds nothing either, by path or by bytes
+    from dlum.data.crops import file_digest
+    from dlum.data.manifest import split_overlaps
+
+    assert not split_overlaps(cohort)
+    digests = {m: [file_digest(p) for p in cohort[f"{m}_image"]] for m in ("us", "mg")}
+    assert not split_overlaps(cohort, digests=digests)
 
 
 def test_public_cohort_pairs_share_pathology(public):

@@ -129,3 +129,17 @@ def test_crops_beside_the_table_are_used_only_when_they_match(fake_data, tmp_pat
     assert crops is None and problem
     (out / CROPS_FILE).unlink()
     assert crops_beside(table, cohort) == (None, None)
+
+
+def test_prepare_checks_no_patient_or_image_is_in_two_splits(fake_data, tmp_path, monkeypatch):
+    from dlum.data.manifest import SplitOverlapError
+
+    summary = prepare(fake_data, tmp_path / "out", progress=False)
+    assert summary["split_overlap"] == {"found": 0, "compared": "bytes",
+                                        "may_share": ["external", "test"]}
+    lesions = pairing.public_lesions(fake_data)
+    lesions.loc[lesions["lesion_id"] == "u4", "patient_id"] = "US-fake:0"  # test, and train's u0
+    monkeypatch.setattr(pairing, "public_lesions", lambda data_dir, seed=0: lesions.copy())
+    with pytest.raises(SplitOverlapError, match="'US-fake:0': US patient in 2 splits: train"):
+        prepare(fake_data, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "cohort.csv").exists()
