@@ -8,6 +8,8 @@
   Landis & Koch wording (``kappa_band``).
 - ``cluster``: AUC CIs from a two-way cluster bootstrap (US patients x MG women) for pseudo-pairs.
 - ``calibration``: expected calibration error (equal-count bins) and Brier score.
+- ``mrmc``: multi-reader multi-case comparison of treatments (Obuchowski–Rockette with Hillis df, as
+  R's MRMCaov): AUC, sensitivity or specificity; random or fixed readers or cases.
 - ``subgroups``: one tidy table per rater and subgroup (all / concordant / discordant).
 - ``tables``: the article's Tables 2-4 as data, Tables 2-3 recomputed from their counts, and each
   printed table beside its recomputation (``published_table2/3/4``).
@@ -37,6 +39,16 @@ from dlum.stats.decisions import (
     biopsy_metrics,
     chi2_test,
     mcnemar_test,
+)
+from dlum.stats.mrmc import (
+    MRMCAnova,
+    MRMCComponents,
+    MRMCDifference,
+    MRMCMeanCI,
+    MRMCReaderDifference,
+    MRMCReaderTreatmentCI,
+    MRMCResult,
+    mrmc,
 )
 from dlum.stats.proportions import Proportion, proportion, proportion_ci
 from dlum.stats.roc import (
@@ -87,6 +99,8 @@ __all__ = [
     "weighted_kappa",
     "biopsy_metrics",
     "subgroup_summary",
+    # multi-reader multi-case analysis
+    "mrmc",
     # curves, operating points and tables for the app and benchmarks
     "bootstrap_auc_ci",
     "roc_curve_points",
@@ -119,6 +133,13 @@ __all__ = [
     "McNemarTest",
     "Chi2Test",
     "Kappa",
+    "MRMCResult",
+    "MRMCAnova",
+    "MRMCComponents",
+    "MRMCDifference",
+    "MRMCMeanCI",
+    "MRMCReaderDifference",
+    "MRMCReaderTreatmentCI",
     "DegenerateDataWarning",
     "collect_notes",
 ]

@@ -20,3 +20,16 @@ def stats_reference() -> dict:
     ref = json.loads(path.read_text(encoding="utf-8"))
     frames = {name: pd.read_csv(REFERENCE_DIR / ds["csv"]) for name, ds in ref["datasets"].items()}
     return {"json": ref, "frames": frames}
+
+
+MRMC_REFERENCE_DIR = REPO_ROOT / ".." / "shared" / "reference" / "mrmc"
+
+
+@pytest.fixture(scope="session")
+def mrmc_reference() -> dict:
+    """vandyke_reference.json (MRMCaov 0.3.0 in R) and the VanDyke reads it was computed from."""
+    path = MRMC_REFERENCE_DIR / "vandyke_reference.json"
+    if not path.is_file():
+        pytest.skip("MRMC reference values (../shared/reference/mrmc) are not present")
+    ref = json.loads(path.read_text(encoding="utf-8"))
+    return {"json": ref, "frame": pd.read_csv(MRMC_REFERENCE_DIR / "vandyke.csv")}
