@@ -56,10 +56,11 @@ digraph dlum {
 GUIDE = (
     ("1_Case_Review.py", "Case Review", ":material/radiology:",
      "Upload an ultrasound and a mammography image (PNG, JPEG or DICOM) or pick an example; drag "
-     "a box around the lesion on each; set each modality's BI-RADS to see whether the case is "
-     "concordant or discordant. DL-UM runs live: fused probability, branch outputs, the decision "
-     "at the operating threshold, CAMs of every block, and a downloadable report. One image alone "
-     "also works (that branch's output)."),
+     "a box around the lesion on each (on ultrasound the lesion finder suggests one to accept; on "
+     "mammography a click on the lesion centre and a radius also work); set each modality's "
+     "BI-RADS to see whether the case is concordant or discordant. DL-UM runs live: fused "
+     "probability, branch outputs, the decision at the operating threshold, CAMs of every "
+     "block, and a downloadable report. One image alone also works (that branch's output)."),
     ("2_Cohort_ROC.py", "Cohort ROC", ":material/monitoring:",
      "ROC curves of DL-UM, DL-U and DL-M on the checkpoint's test predictions or your own "
      "predictions CSV, for all / concordant / discordant cases, with DeLong tests, a threshold "
@@ -67,6 +68,7 @@ GUIDE = (
     ("3_Reader_Study.py", "Reader Study", ":material/groups:",
      "The paper's reader-study tables recomputed, or your own reads CSV: per-reader accuracy and "
      "biopsy figures with and without AI, explanation effects, and weighted kappa."),
+    ("4_Reading_Session.py", "Reading Session", ":material/assignment:", "Run your own reader study: readers read unaided, then after a washout with DL-UM; the admin sets it up and analyses it."),
 )
 CARD_SECTIONS = (
     ("identity", "Model"),

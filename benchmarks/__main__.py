@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import bench_app, bench_inference, bench_precision, bench_stats, bench_training, readme
+from benchmarks import (bench_app, bench_inference, bench_localize, bench_precision, bench_stats,
+                        bench_training, readme)
 
-BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "precision": bench_precision,
-              "app": bench_app, "training": bench_training}
+BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "localize": bench_localize,
+              "precision": bench_precision, "app": bench_app, "training": bench_training}
 
 
 def main(argv=None) -> int:

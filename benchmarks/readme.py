@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
 START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 #: Table order: the clinician's waits first, then the researcher's.
-ORDER = ("inference", "precision", "app", "stats", "training", "training-recipe", "inference-cuda",
+ORDER = ("inference", "localize", "precision", "app", "stats", "training", "training-recipe", "inference-cuda",
          "precision-cuda", "training-cuda")
 
 

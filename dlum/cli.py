@@ -49,6 +49,12 @@ def _force_argument(parser: argparse.ArgumentParser) -> None:
                         help="replace what --out already holds (never done without it)")
 
 
+def _finder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--finder", metavar="DIR", default=None,
+                        help="lesion finder folder (default: $DLUM_FINDER, else the shipped "
+                        "checkpoints/us-finder-v1)")
+
+
 def _check_output(path: str, *, kind: str, force: bool, inputs: Sequence[str | None] = (),
                   guarded: Sequence[str] = (), option: str = "--out") -> None:
     """Refuse an output that would lose data: one that is an input of the command (always), or
@@ -305,6 +311,58 @@ def _data_info(args: argparse.Namespace, cohort) -> dict:
 register(Command("train", "train DL-UM, DL-U or DL-M on a cohort table", _train_arguments, _train_run))
 
 
+# -------------------------------------------------------------------------------- train-finder
+def _train_finder_arguments(parser: argparse.ArgumentParser) -> None:
+    from dlum.finder_training import FinderTrainConfig
+
+    d = FinderTrainConfig()
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="public data folder laid out like ../shared/data (default: "
+                        "$DLUM_DATA_DIR, else ../shared/data beside the repository)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="finder folder to write")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--views", type=int, default=d.views,
+                        help="versions of each training image (view 0 plain, the others augmented)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--input-size", type=int, default=d.input_size)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seed of the cohort's splits (as `prepare --seed`) and of training")
+    parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _force_argument(parser)
+
+
+def _train_finder_run(args: argparse.Namespace) -> int:
+    from dlum.data.public import default_data_dir
+    from dlum.errors import InputError
+    from dlum.finder_training import RESULTS_FILE, FinderTrainConfig, fit_finder
+
+    data = args.data or default_data_dir()
+    if data is None:
+        raise InputError("no data folder: pass --data DIR (a folder laid out like ../shared/data) "
+                         "or set DLUM_DATA_DIR")
+    _check_output(args.out, kind="folder", force=args.force,
+                  guarded=("model.safetensors", "card.json", RESULTS_FILE))
+    config = FinderTrainConfig(epochs=args.epochs, views=args.views, batch_size=args.batch_size,
+                               lr=args.lr, input_size=args.input_size, seed=args.seed,
+                               limit=args.limit)
+    card = fit_finder(data, args.out, config, progress=not args.quiet,
+                      log=lambda line: print(line, flush=True))
+    test = card["results"].get("test", {})
+    print(f"wrote {args.out} (test: median box IoU {test.get('box_iou_median')}, "
+          f"low-confidence threshold {card['confidence']['min_score']})")
+    return 0
+
+
+register(Command("train-finder", "train the ultrasound lesion finder on the public data",
+                 _train_finder_arguments, _train_finder_run,
+                 description="Train the ultrasound lesion finder (dlum.localize) on BUS-BRA's "
+                 "training split (the public cohort's split), choose the epoch and mask threshold "
+                 "on validation, and write the finder with its metrics on validation, test and "
+                 "external (BrEaST-Lesions-USG) into its card."))
+
+
 # ------------------------------------------------------------------------------------ evaluate
 def _precision_argument(parser: argparse.ArgumentParser) -> None:
     from dlum.constants import Precision
@@ -324,6 +382,11 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only rows of this split (default: every row)")
     parser.add_argument("--dlu", metavar="DIR", default=None, help="DL-U checkpoint (adds p_dlu)")
     parser.add_argument("--dlm", metavar="DIR", default=None, help="DL-M checkpoint (adds p_dlm)")
+    parser.add_argument("--find-lesions", action="store_true",
+                        help="fill every empty ultrasound ROI with the lesion finder's box (crops "
+                        "are then cut from the images); the output says which boxes were found: "
+                        "us_roi_source (expert | found | whole), us_find_score, us_roi")
+    _finder_argument(parser)
     parser.add_argument("--device", default="auto")
     _precision_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -344,6 +407,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
                                   "held_out_predictions.csv")]
     _check_output(args.out, kind="file", force=args.force,
                   inputs=(args.cohort, args.crops, *checkpoint_files))
+    if args.find_lesions:
+        return _evaluate_finding_lesions(args)
     cohort, crops = _cohort_and_crops(args, "evaluate")
     inexact = 0 if crops is None else sum(int((~crops.exact[m]).sum()) for m in crops.exact)
     if inexact:
@@ -355,6 +420,42 @@ def _evaluate_run(args: argparse.Namespace) -> int:
                                      progress=not args.quiet, crops=crops)
     write_predictions(frame, args.out)
     print(f"wrote {len(frame)} predictions to {args.out}")
+    return 0
+
+
+def _evaluate_finding_lesions(args: argparse.Namespace) -> int:
+    """``evaluate --find-lesions``: empty US ROIs filled by the lesion finder, crops cut from
+    the images (stored crops hold the table's boxes only)."""
+    import numpy as np
+
+    from dlum.data.manifest import read_cohort
+    from dlum.errors import CohortError
+    from dlum.inference import Predictor
+    from dlum.localize import ROI_FOUND, ROI_WHOLE, fill_us_rois, load_finder
+    from dlum.predictions import write_predictions
+
+    if args.crops:
+        raise DLUMError("--find-lesions cuts the crops from the images (stored crops hold the "
+                        "table's boxes only): leave out --crops")
+    finder = load_finder(args.finder)
+    predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision,
+                          dlu=args.dlu, dlm=args.dlm)
+    cohort = read_cohort(args.cohort)
+    if args.split is not None:
+        cohort = cohort[cohort["split"] == args.split].reset_index(drop=True)
+        if cohort.empty:
+            raise CohortError([f"no rows with split = {args.split!r}"])
+    filled = fill_us_rois(cohort, finder, progress=not args.quiet)
+    frame = predictor.predict_cohort(filled, batch_size=args.batch_size, progress=not args.quiet)
+    frame["us_roi_source"] = filled["us_roi_source"].to_numpy()
+    frame["us_find_score"] = filled["us_find_score"].round(4).to_numpy()
+    boxes = filled[["us_x0", "us_y0", "us_x1", "us_y1"]].to_numpy()
+    frame["us_roi"] = ["" if np.isnan(b).any() else ",".join(str(int(v)) for v in b) for b in boxes]
+    write_predictions(frame, args.out)
+    counts = filled["us_roi_source"].value_counts()
+    print(f"wrote {len(frame)} predictions to {args.out} (ultrasound boxes found by "
+          f"{finder.name}: {int(counts.get(ROI_FOUND, 0))}, none found, whole image read: "
+          f"{int(counts.get(ROI_WHOLE, 0))})")
     return 0
 
 
@@ -370,12 +471,15 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--us", metavar="FILE", default=None, help="ultrasound image (PNG/JPEG/DICOM)")
     parser.add_argument("--mg", metavar="FILE", default=None, help="mammography image (PNG/JPEG/DICOM)")
     parser.add_argument("--us-roi", metavar="x0,y0,x1,y1", default=None,
-                        help="lesion box in pixels (default: whole image, which needs --whole-image)")
+                        help="lesion box in pixels, or 'auto' for the lesion finder's box (refused "
+                        "when it finds nothing or is not confident). Default: whole image, which "
+                        "needs --whole-image")
     parser.add_argument("--mg-roi", metavar="x0,y0,x1,y1", default=None)
     parser.add_argument("--whole-image", action="store_true",
                         help="confirm that an image given without a box is the lesion; without it "
                         "a whole-image read gets no biopsy / follow-up call (the model reads lesion "
                         "patches)")
+    _finder_argument(parser)
     parser.add_argument("--cam", metavar="OUTDIR", default=None, help="write CAM overlays (PNG) here")
     parser.add_argument("--cam-method", default=CamMethod.GRAD_CAM.value,
                         choices=[m.value for m in CamMethod])
@@ -396,7 +500,10 @@ def _predict_run(args: argparse.Namespace) -> int:
 
     if args.us is None and args.mg is None:
         raise DLUMError("give --us FILE and/or --mg FILE")
-    us_box = parse_box(args.us_roi, "--us-roi") if args.us_roi else None
+    auto = str(args.us_roi).strip().lower() == "auto"
+    if auto and args.us is None:
+        raise DLUMError("--us-roi auto finds the lesion on the ultrasound image: give --us FILE")
+    us_box = parse_box(args.us_roi, "--us-roi") if args.us_roi and not auto else None
     mg_box = parse_box(args.mg_roi, "--mg-roi") if args.mg_roi else None
     if args.cam:
         from dlum.visualize.cam import cam_file_names
@@ -406,11 +513,16 @@ def _predict_run(args: argparse.Namespace) -> int:
                       guarded=cam_file_names(us=args.us is not None, mg=args.mg is not None),
                       option="--cam")
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
-    prediction = predictor.predict_pair(us=args.us, mg=args.mg, us_box=us_box, mg_box=mg_box)
+    us_source, found = args.us, None
+    if auto:
+        us_source, us_box, found = _found_us_box(args)
+    prediction = predictor.predict_pair(us=us_source, mg=args.mg, us_box=us_box, mg_box=mg_box)
     decision = decide(prediction, predictor.card, whole_image_confirmed=args.whole_image)
     inputs = {"us": args.us, "mg": args.mg, "us_roi": list(us_box) if us_box else None,
               "mg_roi": list(mg_box) if mg_box else None}
     out = case_result(prediction, decision, inputs=inputs)
+    if found is not None:
+        out["us_roi_found"] = found
     if args.timing:
         out["run"] = {"seconds": round(prediction.seconds, 4), "device": prediction.device,
                       "precision": prediction.precision}
@@ -423,7 +535,68 @@ def _predict_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _found_us_box(args: argparse.Namespace):
+    """``--us-roi auto``: the decoded ultrasound image, the finder's box and what to report of
+    it. Nothing found, or a low-confidence box, is an error asking for the box: never a silent
+    whole-image read."""
+    from dlum.data.io import read_image
+    from dlum.localize import load_finder
+
+    finder = load_finder(args.finder)
+    image = read_image(args.us)
+    finding = finder.find(image)
+    if finding.box is None or finding.low_confidence:
+        what = (f"found no lesion ({finding.reason})" if finding.box is None else
+                f"is not confident in its box {list(finding.box)} (score {finding.score:.2f}, "
+                f"below its threshold {finder.min_score:.2f})")
+        raise DLUMError(f"{args.us}: the lesion finder {what}. Give the lesion box with "
+                        "--us-roi x0,y0,x1,y1")
+    return image, finding.box, {**finding.as_dict(), "finder": finder.name}
+
+
 register(Command("predict", "predict one case and print one JSON object", _predict_arguments, _predict_run))
+
+
+# -------------------------------------------------------------------------------------- locate
+def _locate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--us", metavar="FILE", nargs="+", required=True,
+                        help="ultrasound image(s) (PNG/JPEG/DICOM)")
+    _finder_argument(parser)
+
+
+def _locate_run(args: argparse.Namespace) -> int:
+    import json
+
+    from dlum.data.io import read_image
+    from dlum.localize import load_finder
+
+    finder = load_finder(args.finder)
+    failed = 0
+    for path in args.us:
+        try:
+            finding = finder.find(read_image(path))
+        except DLUMError as err:
+            failed += 1
+            line = {"file": path, "error": str(err)}
+        else:
+            line = {"file": path, **finding.as_dict(), "low_confidence": finding.low_confidence}
+            if line["reason"] is None:
+                del line["reason"]
+        print(json.dumps(line, allow_nan=False), flush=True)
+    if failed:
+        print(f"dlum locate: error: {failed} of {len(args.us)} file(s) could not be searched "
+              "(see their 'error')", file=sys.stderr)
+        return 2
+    return 0
+
+
+register(Command("locate", "suggest the lesion box of ultrasound images (one JSON line each)",
+                 _locate_arguments, _locate_run,
+                 description="Find the lesion on each ultrasound image with the lesion finder "
+                 "(dlum.localize) and print one JSON object per line: file, box [x0, y0, x1, y1] "
+                 "in the image's pixels (null with a reason when nothing is found), score in "
+                 "[0, 1] and low_confidence. A file that cannot be read gives its 'error' on its "
+                 "line; the exit status is then 2, after every file."))
 
 
 # -------------------------------------------------------------------------------------- report

@@ -44,3 +44,8 @@ class CohortError(DLUMError, ValueError):
 
 class CheckpointError(DLUMError, ValueError):
     """A checkpoint folder that is missing, incomplete or not a dlum checkpoint."""
+
+
+class StudyError(DLUMError, ValueError):
+    """A reading-session request the study store refuses (a wrong code, a read out of order or
+    submitted twice, a session not open yet). The message is meant for the reader or the admin."""

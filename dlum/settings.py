@@ -3,7 +3,11 @@
 =====================  ==================================================================
 ``DLUM_CHECKPOINT``    checkpoint folder the dashboard loads (default: the shipped
                        ``checkpoints/dlum-public-v2``; relative paths start at the repository)
+``DLUM_FINDER``        ultrasound lesion finder folder (default: the shipped
+                       ``checkpoints/us-finder-v1``; relative paths start at the repository)
 ``DLUM_DATA_DIR``      public data folder (default: ``../shared/data`` beside the repository)
+``DLUM_STUDY_DIR``     folder of the reading-session store (``study.sqlite``; default: the
+                       git-ignored ``studies/`` of the repository; relative paths start there)
 ``DLUM_PRECISION``     ``auto`` (default), ``fp32`` or ``bf16``: precision of the dashboard's
                        probabilities (CAMs always run in fp32)
 ``DLUM_COMPILE``       ``1`` to ``torch.compile`` the dashboard's model in the background
@@ -40,7 +44,12 @@ __all__ = [
     "REPO_ROOT",
     "DEFAULT_CHECKPOINT",
     "CHECKPOINT_ENV",
+    "DEFAULT_FINDER",
+    "FINDER_ENV",
     "DATA_ENV",
+    "DEFAULT_STUDY_DIR",
+    "STUDY_DIR_ENV",
+    "study_dir",
     "PRECISION_ENV",
     "COMPILE_ENV",
     "ALLOW_DOWNLOAD_ENV",
@@ -56,9 +65,15 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The shipped checkpoint, relative to the repository root.
 DEFAULT_CHECKPOINT = Path("checkpoints", "dlum-public-v2")
+#: The shipped ultrasound lesion finder (:mod:`dlum.localize`), relative to the repository root.
+DEFAULT_FINDER = Path("checkpoints", "us-finder-v1")
 
 CHECKPOINT_ENV = "DLUM_CHECKPOINT"
+FINDER_ENV = "DLUM_FINDER"
 DATA_ENV = "DLUM_DATA_DIR"
+STUDY_DIR_ENV = "DLUM_STUDY_DIR"
+#: The reading-session store's folder (:mod:`dlum.study_store`), relative to the repository root.
+DEFAULT_STUDY_DIR = Path("studies")
 PRECISION_ENV = "DLUM_PRECISION"
 COMPILE_ENV = "DLUM_COMPILE"
 ALLOW_DOWNLOAD_ENV = "DLUM_ALLOW_DOWNLOAD"
@@ -143,11 +158,15 @@ class Settings:
     compile: bool
     allow_download: bool
     limits: Limits = Limits()
+    finder: Path = REPO_ROOT / DEFAULT_FINDER
+    study_dir: Path = REPO_ROOT / DEFAULT_STUDY_DIR
 
     def as_dict(self) -> dict[str, str]:
         return {
             CHECKPOINT_ENV: str(self.checkpoint),
+            FINDER_ENV: str(self.finder),
             DATA_ENV: str(self.data_dir) if self.data_dir else "(none found)",
+            STUDY_DIR_ENV: str(self.study_dir),
             PRECISION_ENV: str(self.precision),
             COMPILE_ENV: "1" if self.compile else "0",
             ALLOW_DOWNLOAD_ENV: "1" if self.allow_download else "0",
@@ -165,13 +184,17 @@ def _data_dir(env: Mapping[str, str]) -> Path | None:
     return None
 
 
+def _folder(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A folder setting: the variable's value, else ``default``; relative to the repository."""
+    given = env.get(name, "").strip()
+    folder = Path(given) if given else default
+    return folder if folder.is_absolute() else REPO_ROOT / folder
+
+
 def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """The settings from ``environ`` (default: the process environment). Raises SettingsError."""
     env = os.environ if environ is None else environ
-    given = env.get(CHECKPOINT_ENV, "").strip()
-    checkpoint = Path(given) if given else DEFAULT_CHECKPOINT
-    if not checkpoint.is_absolute():
-        checkpoint = REPO_ROOT / checkpoint
+    checkpoint = _folder(env, CHECKPOINT_ENV, DEFAULT_CHECKPOINT)
     precision_text = env.get(PRECISION_ENV, "").strip().lower() or Precision.AUTO.value
     try:
         precision = Precision(precision_text)
@@ -185,7 +208,19 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
         compile=_flag(env, COMPILE_ENV),
         allow_download=_flag(env, ALLOW_DOWNLOAD_ENV),
         limits=limits(env),
+        finder=_folder(env, FINDER_ENV, DEFAULT_FINDER),
+        study_dir=study_dir(env),
     )
+
+
+def study_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The reading-session store's folder (``DLUM_STUDY_DIR``; need not exist yet, it is made
+    when the first study is set up). Raises SettingsError when the path is a file."""
+    env = os.environ if environ is None else environ
+    folder = _folder(env, STUDY_DIR_ENV, DEFAULT_STUDY_DIR)
+    if folder.exists() and not folder.is_dir():
+        raise SettingsError(f"{STUDY_DIR_ENV}={env.get(STUDY_DIR_ENV)!r} is a file, not a folder")
+    return folder
 
 
 def distributed(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:

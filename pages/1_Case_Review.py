@@ -32,21 +32,78 @@ with st.sidebar:
 
 
 # ---------------------------------------------------------------------------------- session state
+# Per modality m: the box fields m_x0 … m_y1 (what the network reads once confirmed), the box's
+# source m_roi_state (cr.RoiState: whole, suggested by the finder, accepted, drawn, …) and, for
+# mammography, the lesion centre + radius fields mg_cx, mg_cy, mg_r.
+BOX_FIELDS = ("x0", "y0", "x1", "y1")
+
+
 def _set_box(m: str, box, shape) -> None:
     height, width = shape
     x0, y0, x1, y1 = box if box is not None else (0, 0, width, height)
-    for name, value in zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1)):
+    for name, value in zip(BOX_FIELDS, (x0, y0, x1, y1)):
         st.session_state[f"{m}_{name}"] = int(value)
 
 
+def _state(m: str) -> cr.RoiState:
+    return st.session_state.get(f"{m}_roi_state") or cr.RoiState()
+
+
+def _apply(m: str, state: cr.RoiState, shape) -> None:
+    """A new box source: remember it and write its box into the fields."""
+    st.session_state[f"{m}_roi_state"] = state
+    _set_box(m, state.box, shape)
+
+
+def _set_centre_defaults(m: str, shape) -> None:
+    height, width = shape
+    st.session_state[f"{m}_cx"], st.session_state[f"{m}_cy"] = width // 2, height // 2
+    st.session_state[f"{m}_r"] = cr.default_radius(shape)
+
+
 def _on_select(m: str, shape) -> None:
-    box = cr.box_from_selection(st.session_state.get(f"{m}_chart"), shape)
-    if box is not None:
-        _set_box(m, box, shape)
+    selection = st.session_state.get(f"{m}_chart")
+    box = cr.box_from_selection(selection, shape)
+    if box is not None:  # a box dragged on the image replaces the suggestion or the old box
+        _apply(m, _state(m).drawn(cr.normalise_box(box, shape)), shape)
+    elif m == MG:  # a click: the lesion's centre
+        centre = cr.centre_from_selection(selection, shape)
+        if centre is not None:
+            st.session_state[f"{m}_cx"], st.session_state[f"{m}_cy"] = centre
+            _on_centre(m, shape)
+
+
+def _on_edit(m: str, shape) -> None:
+    """A box field typed by hand: the suggestion adjusted, or a box drawn."""
+    raw = tuple(st.session_state[f"{m}_{k}"] for k in BOX_FIELDS)
+    try:
+        box = cr.normalise_box(raw, shape)
+    except DLUMError:  # shown by the page on this rerun
+        box = raw
+    st.session_state[f"{m}_roi_state"] = _state(m).edited(box)
+
+
+def _on_centre(m: str, shape) -> None:
+    ss = st.session_state
+    try:
+        box = cr.normalise_box(cr.centre_radius_box(ss[f"{m}_cx"], ss[f"{m}_cy"], ss[f"{m}_r"],
+                                                    shape), shape)
+    except DLUMError:  # the fields' limits keep the centre on the image and the radius >= 1
+        return
+    _apply(m, _state(m).from_centre(box), shape)
+
+
+def _accept(m: str, shape) -> None:
+    if _state(m).suggestion is not None:  # (the button is only shown when there is one)
+        _apply(m, _state(m).accept(), shape)
 
 
 def _whole_image(m: str, shape) -> None:
-    _set_box(m, None, shape)
+    _apply(m, _state(m).whole(), shape)
+
+
+ALERTS = {"info": partial(st.info, icon=":material/center_focus_strong:"),
+          "warning": partial(st.warning, icon=":material/crop_free:"), "caption": st.caption}
 
 
 # ------------------------------------------------------------------------------------------ source
@@ -79,6 +136,7 @@ limit_help = (f"PNG, JPEG or DICOM; up to {res.upload_limit_mb()} MB and "
 # -------------------------------------------------------------------------------------- two images
 images: dict = {}
 boxes: dict = {}
+states: dict = {}  # m -> cr.RoiState: where each lesion box comes from
 failed: list[str] = []
 columns = st.columns(2, gap="large")
 for m, col in zip(MODALITIES, columns):
@@ -104,36 +162,90 @@ for m, col in zip(MODALITIES, columns):
             boxes[m] = None
         else:
             shape = (case.height, case.width)
-            fields = [f"{m}_{k}" for k in ("x0", "y0", "x1", "y1")]
-            # A new image, or box fields that Streamlit dropped while they were not shown:
-            # start from the example's box or the whole image.
+            finder = finding = None
+            if m == US:  # the lesion finder suggests a box (cached per image)
+                finder = res.get_finder()
+                if finder.finder is not None:
+                    with st.spinner("Looking for the lesion…"):
+                        finding = cr.cached_finding(finder.key, case.digest, finder.finder,
+                                                    case.image)
+            fields = [f"{m}_{k}" for k in BOX_FIELDS]
             if (st.session_state.get(f"{m}_roi_for") != case.digest
-                    or any(k not in st.session_state for k in fields)):
+                    or f"{m}_roi_state" not in st.session_state):
+                # A new image: the example's box, else the finder's suggestion, else whole.
                 st.session_state[f"{m}_roi_for"] = case.digest
-                _set_box(m, example_images.get(f"{m}_box") if source == EXAMPLE else None, shape)
+                example_box = example_images.get(f"{m}_box") if source == EXAMPLE else None
+                _apply(m, cr.RoiState.initial(finding, example_box), shape)
+                _set_centre_defaults(m, shape)
+            elif any(k not in st.session_state for k in fields):
+                # box fields that Streamlit dropped while they were not shown: from the state
+                _set_box(m, _state(m).box, shape)
+            if any(f"{m}_{k}" not in st.session_state for k in ("cx", "cy", "r")):
+                _set_centre_defaults(m, shape)
+            state = states[m] = _state(m)
             raw = tuple(st.session_state[k] for k in fields)
             try:
-                boxes[m] = cr.normalise_box(raw, shape, case.name)
+                fields_box = cr.normalise_box(raw, shape, case.name)
             except DLUMError as exc:
                 res.show_error(exc)
                 failed.append(m)
-                boxes[m] = None
+                fields_box = None
+            boxes[m] = state.used_box(fields_box)
+            click = m == MG and bool(st.session_state.get(f"{m}_click"))
             st.plotly_chart(
-                cr.roi_figure(case, boxes[m]), key=f"{m}_chart", selection_mode="box",
+                cr.roi_figure(case, boxes[m], suggestion=state.finding, click_centre=click),
+                key=f"{m}_chart", selection_mode=("box", "points") if m == MG else "box",
                 on_select=lambda m=m, shape=shape: _on_select(m, shape),
                 config={"displaylogo": False, "scrollZoom": False,
                         "modeBarButtonsToRemove": ["lasso2d", "autoScale2d", "toImage"]},
             )
-            roi_text = ("whole image" if boxes[m] is None else
-                        "box {} (+30% of its shortest side, dashed)".format(list(boxes[m])))
+            if boxes[m] is None:
+                roi_text = "whole image" + (" (the suggested box is not used until accepted)"
+                                            if state.pending else "")
+            else:
+                roi_text = (f"box {list(boxes[m])} (+30% of its shortest side, dashed blue), "
+                            f"{state.origin}")
+            how = ("Click the lesion's centre; the radius is under *Lesion centre + radius*."
+                   if click else "Drag on the image to draw the lesion box.")
             st.caption(f"`{case.name}` · {case.width} × {case.height} px · ROI: {roi_text}. "
-                       "Drag on the image to draw the lesion box.")
+                       + how)
+            if m == US:
+                if finder is not None and finder.finder is None:
+                    st.info(finder.message, icon=":material/info:")
+                message = cr.finding_message(state)
+                if message is not None:
+                    ALERTS[message[0]](message[1])
+                if state.offers_suggestion():
+                    strong = state.pending and not state.finding.low_confidence
+                    st.button("Accept suggested box", key=f"{m}_accept", on_click=_accept,
+                              args=(m, shape), icon=":material/check:",
+                              type="primary" if strong else "secondary")
+            else:
+                st.toggle("Click the lesion centre", key=f"{m}_click",
+                          help="Instead of dragging a box: a click on the image sets the lesion's "
+                               "centre, and the box is centre ± radius (the mini-MIAS "
+                               "convention).")
+                with st.expander("Lesion centre + radius", expanded=click):
+                    st.caption("The mini-MIAS convention: the box is centre ± radius, in pixels "
+                               "from the top-left corner, clamped to the image. With *Click the "
+                               "lesion centre* on, a click on the image sets the centre.")
+                    c = st.columns(3)
+                    for col, (field, label, low, high) in zip(c, (
+                            ("cx", "Centre x", 0, case.width - 1),
+                            ("cy", "Centre y", 0, case.height - 1),
+                            ("r", "Radius", 1, max(case.width, case.height)))):
+                        col.number_input(label, min_value=low, max_value=int(high), step=1,
+                                         key=f"{m}_{field}", on_change=_on_centre,
+                                         args=(m, shape))
+                    st.button("Use centre + radius", key=f"{m}_centre_apply",
+                              on_click=_on_centre, args=(m, shape),
+                              icon=":material/adjust:")
             with st.expander("ROI box in pixels"):
                 c = st.columns(4)
                 for k, (field, limit) in enumerate((("x0", case.width), ("y0", case.height),
                                                     ("x1", case.width), ("y1", case.height))):
                     c[k].number_input(field, min_value=0, max_value=int(limit), step=1,
-                                      key=f"{m}_{field}")
+                                      key=f"{m}_{field}", on_change=_on_edit, args=(m, shape))
                 st.button("Whole image", key=f"{m}_whole", on_click=_whole_image,
                           args=(m, shape), icon=":material/fit_screen:")
             images[m] = case
@@ -172,10 +284,12 @@ except DLUMError as exc:
 cached = time.perf_counter() - t0 < 0.5 * prediction.seconds
 if prediction.whole_image:
     names = " and ".join(MODALITY_NAMES[m].lower() for m in prediction.whole_image)
+    pending = any(states[m].pending for m in prediction.whole_image if m in states)
     st.warning(f"**Outside what the model was trained on: draw the lesion box.** The {names} "
                "image is read whole; DL-UM was trained on lesion patches (the box plus 30%), and "
                "a whole image can give a very different probability. Drag a box around the "
-               "lesion above, or confirm below that the whole image is the lesion.",
+               "lesion above, " + ("accept the lesion finder's suggested box, " if pending else "")
+               + "or confirm below that the whole image is the lesion.",
                icon=":material/crop_free:")
 whole_key = "whole_confirmed:" + "+".join(str(digests[m]) for m in prediction.whole_image)
 if prediction.whole_image:
@@ -212,6 +326,8 @@ with st.container(border=True):
         else:
             st.badge(decision.label, color="orange", icon=":material/crop_free:")
         st.caption(decision_text(decision) + " " + decision.calibration_text())
+    st.caption("Lesion box · " + " · ".join(f"{MODALITY_NAMES[m]}: {states[m].describe()}"
+                                            for m in MODALITIES if m in states))
 if prediction.mode != "pair":
     st.info(f"**One image only — {decision.output_title}.** " + " ".join(decision.notes),
             icon=":material/looks_one:")
@@ -270,7 +386,8 @@ st.divider()
 report = cr.build_report(prediction=prediction, decision=decision, badge=badge, images=images,
                          boxes=boxes, birads=birads, card=predictor.card, cams=cams,
                          device=res.device_summary(predictor),
-                         example=example.title if example is not None else None)
+                         example=example.title if example is not None else None,
+                         roi_states=states)
 c = st.columns([1, 1, 3])
 # Deferred downloads: the files are built when a button is clicked, not on every rerun.
 c[0].download_button("Report (JSON)", partial(cr.report_json, report),

@@ -8,15 +8,21 @@ modality and 2–3 on the other makes a case *discordant*.
 
 Uploads are decoded in memory (nothing is written to disk). Results are cached on a hash of the
 uploaded bytes and the ROI (``st.cache_data``), so moving a slider never recomputes the model.
+
+The lesion box of each image has a source (:class:`RoiState`): on an ultrasound image the lesion
+finder (:mod:`dlum.localize`) *suggests* a box, drawn dashed and labelled with its confidence,
+which the prediction does not use until the user accepts it, adjusts it or draws another; on a
+mammogram (no finder) the box is dragged, typed, or given as lesion centre + radius (mini-MIAS).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +40,7 @@ from dlum.constants import (
     ROI_EXPANSION,
     US,
 )
-from dlum.data.roi import Box, expand_box, validate_box
+from dlum.data.roi import Box, box_from_centre, expand_box, validate_box
 from dlum.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,26 +50,35 @@ if TYPE_CHECKING:  # pragma: no cover
     from dlum.decision import Decision
 
     from dlum.inference import PairPrediction, Predictor
+    from dlum.localize import Finding, LesionFinder
     from dlum.visualize.cam import CAMResult
 
 __all__ = [
     "Badge",
+    "CONFIRMED_SOURCES",
     "CaseImage",
     "DISPLAY_SIDE",
+    "ROI_SOURCES",
+    "RoiState",
     "block_table",
     "box_from_selection",
     "build_report",
     "cached_cams",
     "cached_decode",
+    "cached_finding",
     "cached_network_patch",
     "cached_prediction",
     "cam_methods",
     "cam_overlays",
     "case_tensors",
+    "centre_from_selection",
+    "centre_radius_box",
     "compute_case_cams",
     "concordance_badge",
     "decode_upload",
+    "default_radius",
     "display_thumbnail",
+    "finding_message",
     "image_from_array",
     "network_patch",
     "normalise_box",
@@ -72,8 +87,13 @@ __all__ = [
     "report_lines",
     "report_png",
     "roi_figure",
+    "run_finder",
+    "suggestion_label",
+    "suggestion_overlay",
     "upload_digest",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Longest side (pixels) of the image shown for drawing the ROI; the box stays in full pixels.
 DISPLAY_SIDE = 640
@@ -193,6 +213,286 @@ def box_from_selection(selection: Any, shape: tuple[int, ...]) -> Box | None:
         return None
 
 
+def centre_from_selection(selection: Any, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The lesion centre from a click on the figure (a plotly point selection, see
+    :func:`roi_figure`): the last point picked, in whole pixels inside the image.
+
+    Returns None when the state holds no point, or holds a box (a drag selects points too: a drag
+    is a box, see :func:`box_from_selection`).
+    """
+    if selection is None or not hasattr(selection, "get"):
+        return None
+    state = selection.get("selection", selection) or {}
+    if state.get("box"):
+        return None
+    points = [p for p in (state.get("points") or []) if hasattr(p, "get")]
+    if not points:
+        return None
+    x, y = points[-1].get("x"), points[-1].get("y")
+    try:
+        x, y = float(x), float(y)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return None
+    height, width = int(shape[0]), int(shape[1])
+    return (min(max(round(x), 0), max(width - 1, 0)), min(max(round(y), 0), max(height - 1, 0)))
+
+
+def centre_radius_box(x: float, y: float, radius: float, shape: tuple[int, ...],
+                      source: str | None = None) -> Box:
+    """The lesion box ``centre ± radius`` (mini-MIAS), rounded outward and clamped to the image.
+
+    Raises:
+        InputError: a radius of 0 or less, a non-finite number, or a box missing the image.
+    """
+    return validate_box(box_from_centre(x, y, radius), shape[:2], source)
+
+
+def default_radius(shape: tuple[int, ...]) -> int:
+    """A starting radius for the centre + radius input: a tenth of the image's shorter side."""
+    return max(1, round(min(int(shape[0]), int(shape[1])) / 10))
+
+
+# ---------------------------------------------------------------------------- lesion box source
+#: Where a lesion box comes from (see :class:`RoiState`).
+ROI_WHOLE, ROI_SUGGESTED, ROI_ACCEPTED, ROI_ADJUSTED = "whole", "suggested", "accepted", "adjusted"
+ROI_DRAWN, ROI_CENTRE, ROI_EXAMPLE = "drawn", "centre", "example"
+ROI_SOURCES = (ROI_WHOLE, ROI_SUGGESTED, ROI_ACCEPTED, ROI_ADJUSTED, ROI_DRAWN, ROI_CENTRE,
+               ROI_EXAMPLE)
+#: The sources whose box the network reads; ``suggested`` is not one of them.
+CONFIRMED_SOURCES = frozenset({ROI_ACCEPTED, ROI_ADJUSTED, ROI_DRAWN, ROI_CENTRE, ROI_EXAMPLE})
+
+
+@dataclass(frozen=True)
+class RoiState:
+    """The lesion box of one image and where it came from: a small state machine.
+
+    ``box`` is what the page's box fields hold (None: the whole image); ``finding`` the lesion
+    finder's result for this image (ultrasound only), kept for the figure, the messages and the
+    report.
+
+    =============  ============================================  ==========================
+    source         reached by                                    the network reads
+    =============  ============================================  ==========================
+    ``whole``      a new image with no suggestion; Whole image   the whole image
+    ``suggested``  a new ultrasound image the finder boxed       the whole image (warned)
+    ``accepted``   Accept suggested box                          the suggested box
+    ``adjusted``   a box field edited after a suggestion         the edited box
+    ``drawn``      a box dragged on the image, or typed          that box
+    ``centre``     lesion centre + radius (mammography)          centre ± radius
+    ``example``    an example case's annotated box               that box
+    =============  ============================================  ==========================
+
+    A suggestion is never used silently: until it is accepted, adjusted or replaced, the image is
+    read whole, so the decision is withheld (:func:`dlum.decision.decide`) and the page says why.
+    Transitions return a new state; the page then writes ``box`` into the box fields.
+    """
+
+    source: str = ROI_WHOLE
+    box: Box | None = None
+    finding: Finding | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in ROI_SOURCES:
+            raise ValueError(f"source must be one of {ROI_SOURCES}, got {self.source!r}")
+        if self.source in (ROI_SUGGESTED, ROI_ACCEPTED) and self.suggestion is None:
+            raise ValueError(f"a {self.source!r} box needs a finding with a box")
+
+    @classmethod
+    def initial(cls, finding: Finding | None = None,
+                example_box: Box | None = None) -> RoiState:
+        """A new image: the example's annotated box, else the finder's suggestion (shown, not
+        used), else the whole image."""
+        if example_box is not None:
+            return cls(ROI_EXAMPLE, tuple(int(v) for v in example_box), finding)
+        if finding is not None and finding.box is not None:
+            return cls(ROI_SUGGESTED, tuple(int(v) for v in finding.box), finding)
+        return cls(ROI_WHOLE, None, finding)
+
+    # ------------------------------------------------------------------------------ queries
+    @property
+    def suggestion(self) -> Box | None:
+        """The finder's box, or None (no finder, nothing found)."""
+        if self.finding is None or self.finding.box is None:
+            return None
+        return tuple(int(v) for v in self.finding.box)
+
+    @property
+    def pending(self) -> bool:
+        """A suggestion is shown and not yet accepted, adjusted or replaced."""
+        return self.source == ROI_SUGGESTED
+
+    @property
+    def confirmed(self) -> bool:
+        """The box fields hold a box the user (or the example) stands behind."""
+        return self.source in CONFIRMED_SOURCES
+
+    def used_box(self, fields_box: Box | None) -> Box | None:
+        """The box the network reads, given the checked box fields: None (the whole image)
+        unless the box is confirmed."""
+        return fields_box if self.confirmed else None
+
+    def offers_suggestion(self) -> bool:
+        """Whether to offer "Accept suggested box": there is one and the fields hold another."""
+        return self.suggestion is not None and (self.pending or self.box != self.suggestion)
+
+    def confidence_text(self) -> str:
+        if self.finding is None:
+            return ""
+        low = ", low" if self.finding.low_confidence else ""
+        return f"confidence {float(self.finding.score):.2f}{low}"
+
+    @property
+    def origin(self) -> str:
+        """Where the box comes from, in a few words (no box coordinates)."""
+        return {
+            ROI_WHOLE: "whole image",
+            ROI_SUGGESTED: f"suggested by the lesion finder ({self.confidence_text()}), "
+                           "not yet confirmed",
+            ROI_ACCEPTED: f"suggested by the lesion finder ({self.confidence_text()}), accepted",
+            ROI_ADJUSTED: "adjusted from the lesion finder's suggestion",
+            ROI_DRAWN: "drawn by hand",
+            ROI_CENTRE: "from lesion centre + radius",
+            ROI_EXAMPLE: "annotated with the example",
+        }[self.source]
+
+    def describe(self) -> str:
+        """The box and where it comes from, honest about a suggestion not yet confirmed."""
+        if self.pending:
+            return (f"{self.origin}: the image is read whole until the suggested box "
+                    f"{list(self.box)} is accepted, adjusted or replaced by a drawn box")
+        if self.box is None:
+            return "whole image"
+        return f"box {list(self.box)} {self.origin}"
+
+    def as_report(self) -> dict[str, Any]:
+        """The box's source and the finder's result, for the JSON report."""
+        finding = None
+        if self.finding is not None:
+            finding = {**self.finding.as_dict(),
+                       "low_confidence": bool(self.finding.low_confidence),
+                       "used": self.source == ROI_ACCEPTED}
+        return {"source": self.source, "confirmed": self.confirmed, "lesion_finder": finding}
+
+    # -------------------------------------------------------------------------- transitions
+    def accept(self) -> RoiState:
+        """The suggested box becomes the lesion box."""
+        if self.suggestion is None:
+            raise ValueError("there is no suggested box to accept")
+        return replace(self, source=ROI_ACCEPTED, box=self.suggestion)
+
+    def drawn(self, box: Box | None) -> RoiState:
+        """A box dragged on the image replaces whatever was there."""
+        return replace(self, source=ROI_DRAWN, box=box) if box is not None else self.whole()
+
+    def edited(self, box: Box | None) -> RoiState:
+        """The box fields were changed by hand: the suggestion adjusted, or a box drawn."""
+        if box is None:
+            return self.whole()
+        follows = self.source in (ROI_SUGGESTED, ROI_ACCEPTED, ROI_ADJUSTED)
+        return replace(self, source=ROI_ADJUSTED if follows else ROI_DRAWN, box=box)
+
+    def from_centre(self, box: Box | None) -> RoiState:
+        """A box from lesion centre + radius."""
+        return replace(self, source=ROI_CENTRE, box=box) if box is not None else self.whole()
+
+    def whole(self) -> RoiState:
+        """The whole image (the decision then waits for the user's confirmation)."""
+        return replace(self, source=ROI_WHOLE, box=None)
+
+
+# -------------------------------------------------------------------------------- lesion finder
+#: Colours of the suggested box: confident, and low confidence.
+SUGGESTION_COLOR, LOW_CONFIDENCE_COLOR = "#ff5ad2", "#ff9f1c"
+
+
+def run_finder(finder: LesionFinder, image: np.ndarray) -> Finding:
+    """The finder's result for one image, never an exception: an image it cannot read, or a
+    failure, is an empty finding whose reason says so (the page goes on; the box is drawn by
+    hand). Failures that are not dlum errors are logged with their traceback."""
+    from dlum.errors import DLUMError
+    from dlum.localize import Finding
+
+    try:
+        return finder.find(image)
+    except DLUMError as exc:
+        return Finding(None, 0.0, f"the lesion finder could not read this image: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a finder bug must not take the page down
+        log.exception("the lesion finder failed", exc_info=exc)
+        return Finding(None, 0.0, f"the lesion finder failed ({type(exc).__name__}; the details "
+                                  "are in the server log)")
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
+def cached_finding(finder_key: str, digest: str, _finder: LesionFinder,
+                   _image: np.ndarray) -> Finding:
+    """:func:`run_finder`, cached on the finder's key and the image's hash."""
+    return run_finder(_finder, _image)
+
+
+def suggestion_label(finding: Finding) -> str:
+    """The label drawn on the suggested box, e.g. ``suggested · 0.87``."""
+    text = f"suggested · {float(finding.score):.2f}"
+    return text + " (low confidence)" if finding.low_confidence else text
+
+
+def suggestion_overlay(finding: Finding | None,
+                       shape: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The suggested box as a plotly shape (dashed) and its label (an annotation), in the
+    image's pixels; None when there is no box. The label sits above the box, else below it,
+    else inside its top edge, so that it stays on the image."""
+    if finding is None or finding.box is None:
+        return None
+    height, width = int(shape[0]), int(shape[1])
+    x0, y0, x1, y1 = (int(v) for v in finding.box)
+    color = LOW_CONFIDENCE_COLOR if finding.low_confidence else SUGGESTION_COLOR
+    rect = {"type": "rect", "x0": x0, "y0": y0, "x1": x1, "y1": y1, "name": "suggested",
+            "line": {"color": color, "width": 2, "dash": "dash"}}
+    room = 0.08 * height
+    if y0 >= room:  # above the box (the y axis points down)
+        y, anchor = y0, "bottom"
+    elif height - y1 >= room:  # below it
+        y, anchor = y1, "top"
+    else:  # inside, along its top edge
+        y, anchor = y0, "top"
+    left = x0 <= 0.6 * width
+    label = {"x": x0 if left else x1, "y": y, "xref": "x", "yref": "y",
+             "xanchor": "left" if left else "right", "yanchor": anchor, "showarrow": False,
+             "text": suggestion_label(finding), "name": "suggested", "bgcolor": color,
+             "font": {"color": "#0e1117", "size": 12}, "borderpad": 2, "opacity": 0.95}
+    return rect, label
+
+
+def finding_message(state: RoiState) -> tuple[str, str] | None:
+    """What the page says about the finder's result: ``(kind, markdown)`` with kind ``info``
+    (a confident suggestion), ``warning`` (low confidence, or nothing found: draw the box) or
+    ``caption`` (the suggestion was accepted or replaced); None when there is no finding."""
+    finding = state.finding
+    if finding is None:
+        return None
+    reason = f" Finder: {finding.reason}." if finding.reason else ""
+    if finding.box is None:
+        return ("warning", "**The lesion finder found no lesion: draw the lesion box** by "
+                           f"dragging on the image.{reason}")
+    score = f"{float(finding.score):.2f}"
+    if state.source == ROI_ACCEPTED:
+        return ("caption", f"Suggested box accepted (confidence {score}): it is the lesion box.")
+    if state.source in (ROI_ADJUSTED, ROI_DRAWN, ROI_CENTRE):
+        return ("caption", f"Your box is used; the finder's suggestion (confidence {score}) "
+                           "stays dashed for reference.")
+    if finding.low_confidence:
+        return ("warning", f"**Low-confidence suggestion ({score}): draw the lesion box** by "
+                           "dragging on the image, or check the dashed box and accept it only if "
+                           f"it frames the lesion.{reason}")
+    if state.source == ROI_EXAMPLE:
+        return ("info", f"The lesion finder suggests the dashed box (confidence {score}); the "
+                        "example's annotated box is used unless you accept the suggestion.")
+    return ("info", f"The lesion finder suggests the dashed box (confidence {score}). **Accept** "
+                    "it, adjust it under *ROI box in pixels*, or drag your own box; until then "
+                    "the image is read whole and no call is made.")
+
+
 def display_thumbnail(image: np.ndarray, max_side: int = DISPLAY_SIDE) -> tuple[np.ndarray, float]:
     """A uint8 copy of ``image`` at most ``max_side`` wide and high, and its scale (original
     pixels per shown pixel)."""
@@ -227,12 +527,20 @@ def _thumbnail_png(digest: str, _image: np.ndarray,
     return uri, scale, grey.shape
 
 
-def roi_figure(case: CaseImage, box: Box | None, *, height: int = 380) -> go.Figure:
+def roi_figure(case: CaseImage, box: Box | None, *, suggestion: Finding | None = None,
+               click_centre: bool = False, height: int = 380, grid: int | None = None
+               ) -> go.Figure:
     """The image as a plotly figure for drawing the ROI with box selection.
 
     Axes are in the original image's pixels (origin top-left); the current box is drawn in
-    yellow and the crop the network sees (box + 30% of its shortest side) dashed.
-    An invisible grid of points makes plotly's box selection available over the image.
+    yellow and the crop the network sees (box + 30% of its shortest side) dashed blue. The lesion
+    finder's ``suggestion`` (when it has a box other than ``box``) is drawn dashed in magenta
+    (orange when its confidence is low) and labelled ``suggested · <confidence>``.
+    An invisible ``grid`` × ``grid`` lattice of points (24, or 64 with ``click_centre``) makes
+    plotly's box selection available over the image. With ``click_centre`` the mouse is in pan
+    mode on fixed axes: Streamlit then turns a click into a point selection (in box-select mode
+    it does not), the nearest lattice point, read by :func:`centre_from_selection`; a box can
+    still be dragged after choosing box select in the figure's toolbar.
     """
     import plotly.graph_objects as go
 
@@ -241,13 +549,18 @@ def roi_figure(case: CaseImage, box: Box | None, *, height: int = 380) -> go.Fig
     fig = go.Figure()
     fig.add_trace(go.Image(source=uri, x0=scale / 2, y0=scale / 2, dx=scale, dy=scale,
                            hoverinfo="skip", name=case.name))
-    n = 24  # selectable points: one per 1/24 of each side
+    n = max(2, int(grid or (64 if click_centre else 24)))  # points: one per 1/n of each side
     gx, gy = np.meshgrid(np.linspace(0, width, n), np.linspace(0, height_px, n))
     fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers",
                              marker={"size": 6, "opacity": 0}, hoverinfo="none",
                              showlegend=False, name="roi-grid",
                              selected={"marker": {"opacity": 0}},
                              unselected={"marker": {"opacity": 0}}))
+    overlay = suggestion_overlay(suggestion, (height_px, width))
+    if overlay is not None and tuple(suggestion.box) != (tuple(box) if box is not None else None):
+        rect, label = overlay
+        fig.add_shape(**rect)
+        fig.add_annotation(**label)
     if box is not None:
         x0, y0, x1, y1 = expand_box(box, (height_px, width), ROI_EXPANSION)
         fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1,
@@ -255,11 +568,12 @@ def roi_figure(case: CaseImage, box: Box | None, *, height: int = 380) -> go.Fig
         fig.add_shape(type="rect", x0=box[0], y0=box[1], x1=box[2], y1=box[3],
                       line={"color": "#ffd400", "width": 2})
     fig.update_xaxes(range=[0, width], showgrid=False, zeroline=False, visible=False,
-                     constrain="domain")
+                     constrain="domain", fixedrange=click_centre)
     fig.update_yaxes(range=[height_px, 0], showgrid=False, zeroline=False, visible=False,
-                     scaleanchor="x", constrain="domain")
+                     scaleanchor="x", constrain="domain", fixedrange=click_centre)
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0},
-                      dragmode="select", plot_bgcolor="#0e1117", paper_bgcolor="rgba(0,0,0,0)",
+                      dragmode="pan" if click_centre else "select", plot_bgcolor="#0e1117",
+                      paper_bgcolor="rgba(0,0,0,0)",
                       showlegend=False, newselection={"line": {"color": "#ffd400", "width": 2}},
                       activeselection={"fillcolor": "#ffd400", "opacity": 0.15})
     return fig
@@ -422,10 +736,12 @@ def build_report(
     cams: CAMResult | None = None,
     device: str = "",
     example: str | None = None,
+    roi_states: dict[str, RoiState] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to trace the result: inputs, outputs and decision (as
     :func:`dlum.decision.case_result` writes them for ``python -m dlum predict``), model version
-    and timing."""
+    and timing. ``roi_states`` adds where each lesion box came from (drawn, accepted from the
+    lesion finder, …) and the finder's result."""
     import dlum
     from dlum.decision import case_result
 
@@ -436,15 +752,21 @@ def build_report(
             inputs[m] = None
             continue
         box = boxes.get(m)
+        state = (roi_states or {}).get(m)
+        note = ("whole image" if box is None
+                else f"box expanded by {ROI_EXPANSION:.0%} of its shortest side")
+        if box is None and state is not None and state.pending:
+            note = "whole image: the lesion finder's suggested box was not accepted"
         inputs[m] = {
             **case.describe(),
             "roi_box": list(box) if box is not None else None,
             "roi_box_expanded": (list(expand_box(box, case.image.shape))
                                  if box is not None else None),
-            "roi_note": ("whole image" if box is None
-                         else f"box expanded by {ROI_EXPANSION:.0%} of its shortest side"),
+            "roi_note": note,
             "birads": birads.get(m),
         }
+        if state is not None:
+            inputs[m]["roi_source"] = state.as_report()
     timing = {"inference_seconds": prediction.seconds}
     for m in MODALITIES:
         case = images.get(m)

@@ -4,6 +4,9 @@
   ``checkpoints/dlum-public-v2`` in the repository. It is loaded once per process with
   ``st.cache_resource`` and shared by every session: nobody mutates it (CAMs work on a private
   copy, see :mod:`dlum.visualize.cam`).
+* The ultrasound lesion finder (:mod:`dlum.localize`) is ``$DLUM_FINDER``, else
+  ``checkpoints/us-finder-v1``; loaded once per process too (:func:`get_finder`). Without one,
+  Case Review says so in one line and the lesion box is drawn by hand, as before.
 * :func:`show_error` turns dlum's errors into an ``st.error`` message, never a traceback.
 * The example catalogue: synthetic phantoms (always), and public pseudo-pairs when the public data
   folder (``$DLUM_DATA_DIR`` or ``../shared/data``) is present: a BUS-BRA ultrasound lesion with a
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,7 @@ from dlum.errors import CohortError, DLUMError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dlum.inference import Predictor
+    from dlum.localize import LesionFinder
 
 __all__ = [
     "CHECKPOINT_ENV",
@@ -35,6 +40,8 @@ __all__ = [
     "DATA_ENV",
     "DEFAULT_CHECKPOINT",
     "DISCLAIMER",
+    "FINDER_ENV",
+    "FinderStatus",
     "PAPER_CITATION",
     "PAPER_URL",
     "PHANTOM",
@@ -46,8 +53,11 @@ __all__ = [
     "data_dir",
     "device_summary",
     "example_catalogue",
+    "finder_dir",
+    "get_finder",
     "get_predictor",
     "load_example",
+    "load_finder",
     "load_predictor",
     "dashboard_precision",
     "missing_checkpoint_message",
@@ -66,6 +76,7 @@ from dlum.settings import (  # noqa: E402  (re-exported for the pages)
     COMPILE_ENV,
     DATA_ENV,
     DEFAULT_CHECKPOINT,
+    FINDER_ENV,
     PRECISION_ENV,
     REPO_ROOT,
     read_settings,
@@ -210,6 +221,79 @@ def model_facts(predictor: Predictor) -> dict[str, Any]:
         "device": device_summary(predictor),
         "gpu": predictor.device.type == "cuda",
     }
+
+
+# --------------------------------------------------------------------------------- lesion finder
+@dataclass(frozen=True)
+class FinderStatus:
+    """The shared ultrasound lesion finder, or why there is none.
+
+    ``key`` names the loaded weights (for keys of cached findings); ``message`` says, for a
+    person, why ``finder`` is None."""
+
+    finder: LesionFinder | None
+    key: str = ""
+    message: str = ""
+
+
+def finder_dir() -> Path:
+    """``$DLUM_FINDER``, else ``checkpoints/us-finder-v1`` under the repository root."""
+    return read_settings().finder
+
+
+def _finder_stamp(path: Path) -> float:
+    """Newest modification time of the finder's card and weights (part of the cache key)."""
+    stamps = []
+    for name in ("card.json", "model.safetensors"):
+        try:
+            stamps.append((path / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(stamps, default=0.0)
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(REPO_ROOT)
+    except ValueError:
+        return path
+
+
+@st.cache_resource(show_spinner="Loading the lesion finder…", max_entries=2)
+def load_finder(path: str, stamp: float = 0.0) -> FinderStatus:
+    """The finder of ``path``, loaded once per process (``stamp``, the files' mtime, is only part
+    of the cache key). A finder that cannot be loaded gives a status with the reason, cached
+    too, so that a damaged checkpoint is not read again on every rerun."""
+    from dlum.localize import load_finder as _load
+
+    folder = Path(path)
+    try:
+        finder = _load(folder)
+    except DLUMError as exc:
+        log.warning("lesion finder not loaded: %s", exc)
+        return FinderStatus(None, "", f"The ultrasound lesion finder could not be loaded ({exc}): "
+                                      "draw the lesion box by hand.")
+    except Exception as exc:  # a bug, not a user error: logged, and the page goes on without it
+        log.exception("unexpected error loading the lesion finder", exc_info=exc)
+        return FinderStatus(None, "", f"The ultrasound lesion finder could not be loaded "
+                                      f"({type(exc).__name__}; details in the server log): "
+                                      "draw the lesion box by hand.")
+    log.info("loaded the lesion finder %s", folder)
+    return FinderStatus(finder, f"{folder.resolve()}@{stamp}:{finder.name}")
+
+
+def get_finder() -> FinderStatus:
+    """The shared ultrasound lesion finder, or a status saying why there is none (no folder,
+    damaged files). Never raises for a missing or damaged finder: the page works without one."""
+    try:
+        path = finder_dir()
+    except DLUMError as exc:
+        return FinderStatus(None, "", f"{exc}: draw the lesion box by hand.")
+    if not path.is_dir():
+        return FinderStatus(None, "", f"No ultrasound lesion finder at `{_shown(path)}`: draw the "
+                                      f"lesion box by hand (or point `{FINDER_ENV}` at a finder "
+                                      "checkpoint folder).")
+    return load_finder(str(path), _finder_stamp(path))
 
 
 # --------------------------------------------------------------------------------------- errors

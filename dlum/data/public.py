@@ -47,6 +47,7 @@ __all__ = [
     "read_busbra",
     "read_cbis_ddsm_labels",
     "read_mias",
+    "tumour_mask_path",
 ]
 
 BUSBRA = "BUS-BRA"
@@ -216,6 +217,19 @@ def _mask_box(path: Path) -> tuple[int, int, int, int] | None:
     if rows.size == 0:
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def tumour_mask_path(dataset: str, image: str | os.PathLike) -> Path:
+    """The lesion mask beside an ultrasound image of the public datasets: BUS-BRA
+    ``Images/bus_X.png`` -> ``Masks/mask_X.png``; BrEaST-Lesions-USG ``images/caseNNN.png`` ->
+    ``images/caseNNN_tumor.png`` (as its ``Mask_tumor_filename`` column names it). The file may
+    not exist (BrEaST's normal images have none)."""
+    image = Path(image)
+    if dataset == BUSBRA:
+        return image.parent.parent / "Masks" / image.name.replace("bus_", "mask_", 1)
+    if dataset == BREAST_LESIONS_USG:
+        return image.with_name(f"{image.stem}_tumor{image.suffix}")
+    raise InputError(f"no lesion masks are known for the dataset {dataset!r}")
 
 
 def read_breast_lesions_usg(root: str | os.PathLike) -> pd.DataFrame:

@@ -27,7 +27,7 @@ import numpy as np
 from dlum.constants import ROI_EXPANSION
 from dlum.errors import InputError
 
-__all__ = ["Box", "box_from_xywh", "crop_roi", "expand_box", "parse_box", "validate_box"]
+__all__ = ["Box", "box_from_centre", "box_from_xywh", "crop_roi", "expand_box", "parse_box", "validate_box"]
 
 #: ``(x0, y0, x1, y1)``: pixel corners, origin top-left, ``x1``/``y1`` exclusive. Functions that
 #: return a box give integers.
@@ -136,6 +136,27 @@ def crop_roi(
 def box_from_xywh(x: float, y: float, width: float, height: float) -> Box:
     """A box from ``[x, y, width, height]`` (top-left corner and size, as in BUS-BRA's BBOX)."""
     return (x, y, x + width, y + height)
+
+
+def box_from_centre(x: float, y: float, radius: float) -> Box:
+    """A box from a lesion's centre and radius: ``centre ± radius`` (the mini-MIAS convention,
+    with ``y`` counted from the top as everywhere in dlum). :func:`validate_box` then rounds it
+    outward and clamps it to the image.
+
+    >>> validate_box(box_from_centre(10, 30, 12.5), (100, 100))
+    (0, 17, 23, 43)
+
+    Raises:
+        InputError: the radius is not a finite number above 0, or the centre not finite.
+    """
+    values = [float(v) for v in (x, y, radius)]
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"a lesion centre and radius must be finite numbers, got {x!r}, {y!r}, "
+                         f"{radius!r}")
+    x, y, radius = values
+    if radius <= 0:
+        raise InputError(f"a lesion radius must be above 0 pixels, got {radius:g}")
+    return (x - radius, y - radius, x + radius, y + radius)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")

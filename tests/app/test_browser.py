@@ -1,9 +1,10 @@
 """The dashboard in a real browser: ``streamlit run`` on a free port, driven by Debian's chromium.
 
 Uploads a US + MG pair on Case Review (a real BUS-BRA PNG and CBIS-DDSM DICOM when the public
-data folder is present, generated phantoms otherwise), waits for the probability and the CAM
-images, draws an ROI box by dragging, uploads a malformed file, then opens every page and checks
-that none shows an exception. A full-page screenshot of each step is saved under pytest's
+data folder is present, generated phantoms otherwise), sees the lesion finder's suggested box on
+the ultrasound and accepts it, waits for the probability and the CAM images, draws an ROI box by
+dragging, clicks the mammogram's lesion centre (centre + radius), uploads a malformed file, then
+opens every page and checks that none shows an exception. A full-page screenshot of each step is saved under pytest's
 ``tmp_path`` (the folder is printed; run with ``-s`` to see it).
 
 The dashboard must work air-gapped: every request the browser makes during the walk (pages,
@@ -59,14 +60,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(app_checkpoint, tmp_path_factory):
-    """``streamlit run streamlit_app.py`` on a free local port, with the test checkpoint."""
+def app_url(app_checkpoint, app_finder, tmp_path_factory):
+    """``streamlit run streamlit_app.py`` on a free local port, with the test checkpoint and
+    the test lesion finder."""
     if _chromium() is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium; `make test` does it)")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     port = _free_port()
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "DLUM_CHECKPOINT": str(app_checkpoint), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DLUM_CHECKPOINT": str(app_checkpoint), "DLUM_FINDER": str(app_finder),
+           "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
         # browser.gatherUsageStats is left to .streamlit/config.toml, so the walk checks it too
         proc = subprocess.Popen(
@@ -258,18 +261,29 @@ def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
     uploaders.nth(0).set_input_files(str(us))
     page.get_by_text(f"{us.name} ·").wait_for()  # the US image is in: its caption shows
     _settle(page)
+    # the lesion finder's box is on the ultrasound figure at once, labelled, not yet used
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.get_by_text(re.compile(r"^suggested · \d\.\d\d")).first.wait_for()
+    assert page.get_by_text("the suggested box is not used until accepted").count() == 1
     uploaders.nth(1).set_input_files(str(mg))
     fused = page.locator('[data-testid="stMetric"]', has_text="DL-UM P(malignant)")
     fused.locator('[data-testid="stMetricValue"]').filter(has_text=re.compile(r"\d\.\d{3}")).wait_for()
     _settle(page)
     print(f"pair uploaded to probability shown: {time.perf_counter() - t0:.1f} s")
-    value = float(fused.locator('[data-testid="stMetricValue"]').inner_text())
-    assert 0.0 <= value <= 1.0
     assert page.get_by_text(us.name).count() >= 1 and page.get_by_text(mg.name).count() >= 1
     # whole images: the warning and no call until the lesion box is drawn or the user confirms
     page.get_by_text("Outside what the model was trained on").first.wait_for()
     assert page.get_by_text("No call: draw the lesion box").count() >= 1
     _assert_clean(page, "Case Review with a pair")
+
+    # accept the suggested US box: it becomes the lesion box the network reads
+    page.get_by_role("button", name="Accept suggested box").click()
+    page.get_by_text(re.compile(r"ROI: box \[\d+, \d+, \d+, \d+\] .*accepted")).first.wait_for()
+    _settle(page)
+    fused.locator('[data-testid="stMetricValue"]').filter(has_text=re.compile(r"\d\.\d{3}")).wait_for()
+    value = float(fused.locator('[data-testid="stMetricValue"]').inner_text())
+    assert 0.0 <= value <= 1.0
+    _assert_clean(page, "Case Review with the suggested box accepted")
 
     # CAMs on demand: 2 crops + 10 overlays, all decoded by the browser
     page.get_by_test_id("stCheckbox").get_by_text("Compute CAMs").click()
@@ -292,12 +306,14 @@ def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
     report = json.loads(download("Report (JSON)").read_text())
     assert round(report["outputs"]["p_dlum"], 3) == pytest.approx(value, abs=1e-9)
     assert report["inputs"]["us"]["name"] == us.name and report["inputs"]["mg"]["name"] == mg.name
+    assert report["inputs"]["us"]["roi_source"]["source"] == "accepted"
+    assert report["inputs"]["us"]["roi_box"] == report["inputs"]["us"]["roi_source"][
+        "lesion_finder"]["box"]
     assert report["cams"]["method"] == "Grad-CAM"
     overlays = Image.open(download("Overlays (PNG)"))
     assert overlays.format == "PNG" and overlays.size[0] > 6 * 200
 
     # Draw the US lesion box by dragging on the image (plotly box selection)
-    chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.scroll_into_view_if_needed()
     area = chart.locator(".nsewdrag").first
     box = area.bounding_box()
@@ -306,10 +322,24 @@ def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
     page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5, steps=8)
     page.mouse.move(box["x"] + box["width"] * 0.65, box["y"] + box["height"] * 0.6, steps=8)
     page.mouse.up()
-    page.get_by_text(re.compile(r"ROI: box \[\d+, \d+, \d+, \d+\]")).first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"ROI: box \[\d+, \d+, \d+, \d+\] .*drawn by hand")).first.wait_for(
+        timeout=60_000)
     _settle(page)
     fused.locator('[data-testid="stMetricValue"]').filter(has_text=re.compile(r"\d\.\d{3}")).wait_for()
     _assert_clean(page, "Case Review after drawing a box")
+
+    # Click the mammogram's lesion centre (plotly point selection): the box is centre ± radius
+    page.get_by_test_id("stCheckbox").get_by_text("Click the lesion centre").click()
+    page.get_by_text("Click the lesion's centre;").wait_for()
+    _settle(page)
+    mg_chart = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+    mg_chart.scroll_into_view_if_needed()
+    box = mg_chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.get_by_text(re.compile(r"ROI: box \[\d+, \d+, \d+, \d+\] .*from lesion centre \+ radius")
+                     ).first.wait_for(timeout=60_000)
+    _settle(page)
+    _assert_clean(page, "Case Review after clicking the lesion centre")
     _screenshot(page, shots, "2_case_review_roi")
 
     # A malformed upload: a text file named .png gives one clear message, no traceback

@@ -87,6 +87,146 @@ def test_roi_figure_axes_are_in_original_pixels():
     assert not cr.roi_figure(case, None).layout.shapes
 
 
+# ----------------------------------------------------------------- lesion finder, box sources
+def _finding(box=(40, 30, 90, 70), score=0.87, reason=None, min_score=0.5):
+    from dlum.localize import Finding
+
+    return Finding(box, score, reason, min_score)
+
+
+def test_a_suggestion_is_shown_but_not_used_until_accepted():
+    state = cr.RoiState.initial(_finding())
+    assert state.source == "suggested" and state.pending and not state.confirmed
+    assert state.box == (40, 30, 90, 70)  # the box fields are pre-filled with it ...
+    assert state.used_box((40, 30, 90, 70)) is None  # ... but the network reads the whole image
+    assert state.offers_suggestion()
+    assert "not yet confirmed" in state.describe() and "confidence 0.87" in state.describe()
+    accepted = state.accept()
+    assert accepted.source == "accepted" and accepted.box == (40, 30, 90, 70)
+    assert accepted.used_box((40, 30, 90, 70)) == (40, 30, 90, 70)
+    assert not accepted.offers_suggestion()
+    assert accepted.describe() == ("box [40, 30, 90, 70] suggested by the lesion finder "
+                                   "(confidence 0.87), accepted")
+
+
+def test_box_source_transitions():
+    suggested = cr.RoiState.initial(_finding())
+    adjusted = suggested.edited((41, 30, 90, 70))  # a field typed after a suggestion
+    assert adjusted.source == "adjusted" and adjusted.used_box((41, 30, 90, 70)) == (41, 30, 90, 70)
+    assert adjusted.accept().edited((1, 2, 3, 4)).source == "adjusted"
+    drawn = suggested.drawn((5, 6, 20, 30))  # a drag replaces the suggestion
+    assert drawn.source == "drawn" and drawn.box == (5, 6, 20, 30) and drawn.offers_suggestion()
+    assert drawn.edited((5, 6, 21, 30)).source == "drawn"
+    assert drawn.accept().box == (40, 30, 90, 70)  # the suggestion can be taken back
+    centre = suggested.from_centre((10, 10, 30, 30))
+    assert centre.source == "centre" and "centre + radius" in centre.describe()
+    for whole in (suggested.whole(), suggested.drawn(None), suggested.edited(None),
+                  suggested.from_centre(None)):
+        assert whole.source == "whole" and whole.box is None and whole.used_box(None) is None
+        assert whole.finding is not None  # the suggestion stays on offer
+    example = cr.RoiState.initial(_finding(), example_box=(1, 2, 30, 40))
+    assert example.source == "example" and example.used_box((1, 2, 30, 40)) == (1, 2, 30, 40)
+    assert example.offers_suggestion()
+    nothing = cr.RoiState.initial(_finding(box=None, score=0.0, reason="no lesion-like region"))
+    assert nothing.source == "whole" and not nothing.offers_suggestion()
+    with pytest.raises(ValueError):
+        nothing.accept()
+    with pytest.raises(ValueError):
+        cr.RoiState("suggested", (1, 2, 3, 4), None)
+    assert cr.RoiState.initial(None).source == "whole"
+
+
+def test_finding_messages_say_what_to_do():
+    kind, text = cr.finding_message(cr.RoiState.initial(_finding()))
+    assert kind == "info" and "Accept" in text and "read whole" in text
+    low = _finding(score=0.21, reason="low confidence (0.21, below 0.50): check the box")
+    kind, text = cr.finding_message(cr.RoiState.initial(low))
+    assert kind == "warning" and "draw the lesion box" in text and "0.21" in text
+    assert "Finder: low confidence (0.21, below 0.50): check the box." in text
+    empty = _finding(box=None, score=0.0, reason="no lesion-like region")
+    kind, text = cr.finding_message(cr.RoiState.initial(empty))
+    assert kind == "warning" and "found no lesion" in text and "no lesion-like region" in text
+    assert cr.finding_message(cr.RoiState.initial(_finding()).accept())[0] == "caption"
+    assert cr.finding_message(cr.RoiState()) is None
+
+
+def test_suggested_box_is_drawn_dashed_and_labelled_with_its_confidence():
+    case = cr.image_from_array(np.random.default_rng(0).random((200, 300)), "us.png", US)
+    fig = cr.roi_figure(case, None, suggestion=_finding())
+    (shape,) = fig.layout.shapes
+    assert (shape.x0, shape.y0, shape.x1, shape.y1) == (40, 30, 90, 70)
+    assert shape.line.dash == "dash"
+    (label,) = fig.layout.annotations
+    assert label.text == "suggested · 0.87"
+    assert (label.x, label.y, label.yanchor) == (40, 30, "bottom")  # just above the box
+    # accepted: the lesion box (solid) and its crop, no second suggested box
+    accepted = cr.roi_figure(case, (40, 30, 90, 70), suggestion=_finding())
+    assert not accepted.layout.annotations and len(accepted.layout.shapes) == 2
+    assert all(s.line.dash != "dash" or s.line.color == "#7fd1ff" for s in accepted.layout.shapes)
+    # another box drawn: the suggestion stays for reference
+    drawn = cr.roi_figure(case, (100, 100, 150, 150), suggestion=_finding())
+    assert len(drawn.layout.shapes) == 3 and drawn.layout.annotations[0].text == "suggested · 0.87"
+    # nothing found: nothing drawn
+    assert not cr.roi_figure(case, None, suggestion=_finding(box=None, score=0.0)).layout.shapes
+
+
+def test_roi_figure_click_centre_mode_turns_clicks_into_points():
+    case = cr.image_from_array(np.random.default_rng(0).random((200, 300)), "mg.png", MG)
+    fig = cr.roi_figure(case, None, click_centre=True)
+    # Streamlit makes a click a point selection only outside box-select mode: pan on fixed axes
+    assert fig.layout.dragmode == "pan"
+    assert fig.layout.xaxis.fixedrange and fig.layout.yaxis.fixedrange
+    assert len(fig.data[1].x) == 64 * 64  # a finer lattice: the click snaps to 1/64 of a side
+    plain = cr.roi_figure(case, None)
+    assert plain.layout.dragmode == "select" and not plain.layout.xaxis.fixedrange
+    assert len(plain.data[1].x) == 24 * 24
+
+
+def test_suggestion_label_stays_on_the_image():
+    low = _finding(box=(250, 0, 300, 200), score=0.3)
+    rect, label = cr.suggestion_overlay(low, (200, 300))
+    assert label["text"] == "suggested · 0.30 (low confidence)"
+    assert rect["line"]["color"] == cr.LOW_CONFIDENCE_COLOR
+    assert (label["y"], label["yanchor"]) == (0, "top")  # no room above or below: inside
+    assert (label["x"], label["xanchor"]) == (300, "right")  # near the right edge
+    _, below = cr.suggestion_overlay(_finding(box=(0, 2, 50, 40)), (200, 300))
+    assert (below["y"], below["yanchor"]) == (40, "top")
+    assert cr.suggestion_overlay(None, (200, 300)) is None
+
+
+def test_centre_from_a_click_and_centre_radius_box():
+    click = {"selection": {"points": [{"x": 10.4, "y": 20.6, "curve_number": 1}], "box": [],
+                           "lasso": [], "point_indices": [3]}}
+    assert cr.centre_from_selection(click, (100, 50)) == (10, 21)
+    far = {"selection": {"points": [{"x": 80, "y": -5}], "box": []}}
+    assert cr.centre_from_selection(far, (100, 50)) == (49, 0)  # inside the image
+    drag = {"selection": {"points": [{"x": 1, "y": 2}], "box": [{"x": [0, 5], "y": [0, 5]}]}}
+    assert cr.centre_from_selection(drag, (100, 50)) is None  # a drag is a box, not a click
+    assert cr.centre_from_selection({"selection": {"points": [], "box": []}}, (100, 50)) is None
+    assert cr.centre_from_selection(None, (100, 50)) is None
+    assert cr.centre_radius_box(300, 400, 50, (1024, 1024)) == (250, 350, 350, 450)
+    assert cr.centre_radius_box(20, 1000, 50, (1024, 1024)) == (0, 950, 70, 1024)  # clamped
+    with pytest.raises(InputError):
+        cr.centre_radius_box(20, 20, 0, (1024, 1024))
+    assert cr.default_radius((1024, 800)) == 80
+
+
+def test_run_finder_never_raises():
+    from dlum.localize import new_finder
+
+    class Broken:
+        def find(self, image):
+            raise RuntimeError("internal detail")
+
+    finding = cr.run_finder(Broken(), np.zeros((8, 8), np.float32))
+    assert finding.box is None and finding.low_confidence and "RuntimeError" in finding.reason
+    finder = new_finder(pretrained=False, input_size=32)
+    refused = cr.run_finder(finder, np.zeros((2, 3, 4), np.float32))  # not a 2-D image
+    assert refused.box is None and "could not read this image" in refused.reason
+    blank = cr.run_finder(finder, np.ones((40, 40), np.float32))
+    assert blank.box is None and "blank" in blank.reason
+
+
 def test_network_patch_is_the_expanded_crop_in_unit_range():
     image = np.zeros((100, 100), np.float32)
     image[40:60, 40:60] = 500.0
@@ -274,6 +414,21 @@ def test_report_json_and_png(predictor):
     assert data["model"]["name"] == "test-ckpt"
     assert data["cams"]["method"] == "Grad-CAM" and data["cams"]["scale"].startswith("relative")
     assert data["timing"]["inference_seconds"] > 0 and data["timing"]["cam_seconds"] > 0
+    assert "roi_source" not in data["inputs"]["us"]
+    # where each box came from: the US box accepted from the finder, an MG suggestion pending
+    states = {US: cr.RoiState.initial(_finding(us_box, 0.9)).accept(),
+              MG: cr.RoiState.initial(_finding((1, 2, 30, 40), 0.3))}
+    traced = json.loads(cr.report_json(cr.build_report(
+        prediction=prediction, decision=decision, badge=badge, images={US: us, MG: mg},
+        boxes={US: us_box, MG: None}, birads={US: 4, MG: 3}, roi_states=states)))
+    assert traced["inputs"]["us"]["roi_source"] == {
+        "source": "accepted", "confirmed": True,
+        "lesion_finder": {"box": list(us_box), "score": 0.9, "reason": None,
+                          "low_confidence": False, "used": True}}
+    assert traced["inputs"]["mg"]["roi_source"]["source"] == "suggested"
+    assert traced["inputs"]["mg"]["roi_source"]["lesion_finder"]["used"] is False
+    assert traced["inputs"]["mg"]["roi_note"] == ("whole image: the lesion finder's suggested box "
+                                                  "was not accepted")
 
     size = predictor.input_size
     patches = {US: cr.network_patch(us.image, us_box, size), MG: cr.network_patch(mg.image, None, size)}

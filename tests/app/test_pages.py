@@ -265,10 +265,267 @@ def test_case_review_malformed_upload_shows_a_message(use_checkpoint, case):
     assert not at.metric  # no result from a file that cannot be used
 
 
+# ------------------------------------------------------------- lesion finder and centre + radius
+def _figure(at: AppTest, key: str) -> dict:
+    """The plotly figure (its JSON) of the chart with ``key``."""
+    import json
+
+    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
+    return json.loads(charts[0].proto.spec)
+
+
+def _rects(figure: dict) -> list[tuple]:
+    return [(s["x0"], s["y0"], s["x1"], s["y1"], s.get("line", {}).get("dash"))
+            for s in figure["layout"].get("shapes", []) if s.get("type") == "rect"]
+
+
+def _labels(figure: dict) -> list[str]:
+    return [a["text"] for a in figure["layout"].get("annotations", [])]
+
+
+def _blocks(at: AppTest, modality: str) -> list[float]:
+    """The per-block head probabilities shown (full precision) for one modality."""
+    (table,) = [d.value for d in at.dataframe if f"{modality} P(malignant)" in d.value.columns]
+    return [float(v) for v in table[f"{modality} P(malignant)"]]
+
+
+def _phantom_png(m: str, seed: int = 21) -> tuple[bytes, np.ndarray]:
+    from dlum.data.synthetic import make_phantom_case
+
+    image = np.asarray(make_phantom_case(seed, malignant=True)[m], dtype=np.uint8)
+    return png_bytes(image), image
+
+
+@pytest.fixture()
+def finding_of(monkeypatch):
+    """Make the real, loaded lesion finder return a given finding (a test double for ``find``
+    only: the page still loads the finder with ``load_finder``), recording each call."""
+    from dlum.app import case_review as cr
+    from dlum.localize import Finding, LesionFinder
+
+    calls = []
+
+    def use(box, score, reason=None, min_score=0.5):
+        def find(self, image):
+            calls.append(image.shape)
+            return Finding(box, score, reason, min_score)
+
+        monkeypatch.setattr(LesionFinder, "find", find)
+        cr.cached_finding.clear()
+        return calls
+
+    yield use
+    cr.cached_finding.clear()
+
+
+def test_case_review_suggests_the_us_box_and_uses_it_once_accepted(use_checkpoint, predictor,
+                                                                   finding_of):
+    data, image = _phantom_png("us")
+    box = (96, 60, 180, 150)
+    calls = finding_of(box, 0.87)
+    at = _run(CASE_REVIEW)
+    at.file_uploader(key="us_file").set_value(("lesion_us.png", data, "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    assert calls == [image.shape]  # the finder ran once, on the decoded image
+    figure = _figure(at, "us_chart")
+    assert (*box, "dash") in _rects(figure)  # drawn at once, dashed
+    assert _labels(figure) == ["suggested · 0.87"]
+    assert [b.key for b in at.button if b.key == "us_accept"] == ["us_accept"]
+    assert [at.number_input(key=f"us_{k}").value for k in ("x0", "y0", "x1", "y1")] == list(box)
+    text = _texts(at)
+    assert "The lesion finder suggests the dashed box (confidence 0.87)" in text
+    # not used silently: the image is read whole, no call, and the panel says why
+    assert "ROI: whole image (the suggested box is not used until accepted)" in text
+    assert ("Ultrasound: suggested by the lesion finder (confidence 0.87), not yet confirmed"
+            in text)
+    assert "No call: draw the lesion box" in _badges(at)
+    assert any("accept the lesion finder's suggested box" in w.value for w in at.warning)
+    # (the per-block heads, at full precision: the small random test model's block-5 head
+    # barely moves with the box)
+    whole = predictor.predict_pair(us=image.astype(np.float32))
+    assert _blocks(at, "Ultrasound") == pytest.approx(whole.p_us_blocks, abs=1e-6)
+
+    at.button(key="us_accept").click()
+    at.run()
+    assert not at.exception and not at.error
+    expected = predictor.predict_pair(us=image.astype(np.float32), us_box=box)
+    assert _blocks(at, "Ultrasound") == pytest.approx(expected.p_us_blocks, abs=1e-6)
+    assert expected.p_us_blocks != pytest.approx(whole.p_us_blocks, abs=1e-5)
+    assert float(_metric(at, "US branch")) == pytest.approx(expected.p_us_head, abs=1e-3)
+    threshold = predictor.card.threshold_for("p_us_head")
+    assert ("Biopsy recommended" if expected.p_us_head >= threshold else "Follow-up") in _badges(at)
+    assert not any("Outside what the model" in w.value for w in at.warning)
+    text = _texts(at)
+    assert f"Ultrasound: box {list(box)} suggested by the lesion finder (confidence 0.87), " \
+           "accepted" in text
+    figure = _figure(at, "us_chart")
+    assert (*box, None) in _rects(figure) and not _labels(figure)  # now the solid lesion box
+    assert calls == [image.shape]  # cached: not run again
+
+    # adjusting a field makes it the user's box
+    at.number_input(key="us_x0").set_value(90)
+    at.run()
+    adjusted = (90, *box[1:])
+    expected = predictor.predict_pair(us=image.astype(np.float32), us_box=adjusted)
+    assert _blocks(at, "Ultrasound") == pytest.approx(expected.p_us_blocks, abs=1e-6)
+    assert f"box {list(adjusted)} adjusted from the lesion finder's suggestion" in _texts(at)
+    assert _labels(_figure(at, "us_chart")) == ["suggested · 0.87"]  # kept for reference
+
+
+@pytest.mark.parametrize("box, score, reason", [
+    ((10, 20, 60, 90), 0.21, "low confidence (0.21, below 0.50): check the suggested box"),
+    (None, 0.0, "no lesion-like region: no pixel reached the finder's probability threshold"),
+], ids=["low-confidence", "nothing-found"])
+def test_case_review_a_doubtful_finding_asks_for_a_drawn_box(use_checkpoint, finding_of, box,
+                                                             score, reason):
+    finding_of(box, score, reason)
+    data, _ = _phantom_png("us", seed=22)
+    at = _run(CASE_REVIEW)
+    at.file_uploader(key="us_file").set_value(("doubtful_us.png", data, "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    asks = [w.value for w in at.warning if "draw the lesion box" in w.value and reason in w.value]
+    assert len(asks) == 1, [w.value for w in at.warning]
+    assert "No call: draw the lesion box" in _badges(at)
+    labels = _labels(_figure(at, "us_chart"))
+    if box is None:
+        assert "found no lesion" in asks[0] and not labels
+        assert not [b for b in at.button if b.key == "us_accept"]
+    else:
+        assert "Low-confidence suggestion (0.21)" in asks[0]
+        assert labels == ["suggested · 0.21 (low confidence)"]
+
+
+def test_case_review_without_a_finder_works_as_before(use_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLUM_FINDER", str(tmp_path / "no-finder"))
+    data, _ = _phantom_png("us", seed=23)
+    at = _run(CASE_REVIEW)
+    at.file_uploader(key="us_file").set_value(("no_finder_us.png", data, "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    assert any("No ultrasound lesion finder" in i.value and "DLUM_FINDER" in i.value
+               for i in at.info)
+    assert not _labels(_figure(at, "us_chart")) and not _rects(_figure(at, "us_chart"))
+    assert 0.0 <= float(_metric(at, "US branch")) <= 1.0
+    at.number_input(key="us_x0").set_value(50)  # drawing by hand works as before
+    at.run()
+    assert "drawn by hand" in _texts(at) and not at.error
+
+
+def test_case_review_finds_the_box_with_the_test_finder(use_checkpoint, predictor):
+    """No test double: the dark-blob test finder, loaded from its checkpoint, boxes the phantom's
+    lesion; accepting it gives the probability of that box."""
+    from dlum.data.synthetic import make_phantom_case
+
+    case = make_phantom_case(7, malignant=True)
+    image = np.asarray(case["us"], dtype=np.uint8)
+    at = _run(CASE_REVIEW)
+    at.file_uploader(key="us_file").set_value(("phantom_us.png", png_bytes(image), "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    figure = _figure(at, "us_chart")
+    (suggested,) = [r[:4] for r in _rects(figure) if r[4] == "dash"]
+    (label,) = _labels(figure)
+    assert re.fullmatch(r"suggested · \d\.\d\d", label)
+    from dlum.localize import box_iou
+
+    assert box_iou(suggested, case["us_box"]) > 0.4  # it found the (dark) lesion
+    at.button(key="us_accept").click()
+    at.run()
+    expected = predictor.predict_pair(us=image.astype(np.float32), us_box=suggested)
+    assert _blocks(at, "Ultrasound") == pytest.approx(expected.p_us_blocks, abs=1e-6)
+    assert "No call" not in _badges(at)
+
+
+def test_case_review_example_keeps_its_box_and_shows_the_suggestion(use_checkpoint, finding_of):
+    calls = finding_of((5, 6, 50, 60), 0.66)
+    at = _run(CASE_REVIEW)
+    at.segmented_control(key="source").set_value("Example case")
+    at.run()
+    assert not at.exception and not at.error and len(calls) == 1  # run on the example too
+    example = at.selectbox(key="example").value
+    figure = _figure(at, "us_chart")
+    assert (5, 6, 50, 60, "dash") in _rects(figure) and _labels(figure) == ["suggested · 0.66"]
+    assert (*example.us_box, None) in _rects(figure)  # the example's box is the one used
+    assert "the example's annotated box is used unless you accept the suggestion" in _texts(at)
+    assert f"Ultrasound: box {list(example.us_box)} annotated with the example" in _texts(at)
+    at.button(key="us_accept").click()
+    at.run()
+    assert "Ultrasound: box [5, 6, 50, 60] suggested by the lesion finder (confidence 0.66), " \
+           "accepted" in _texts(at)
+
+
+def test_case_review_with_the_shipped_finder_on_a_busbra_image(use_checkpoint, shared_data,
+                                                               monkeypatch):
+    """The real finder (``checkpoints/us-finder-v1``) on a real BUS-BRA image: the page shows what
+    the finder finds, and accepting it gives a result with that box."""
+    from dlum.data.io import read_image
+    from dlum.localize import load_finder
+
+    shipped = REPO_ROOT / "checkpoints" / "us-finder-v1"
+    png = shared_data / "us" / "busbra" / "Images" / "bus_0001-l.png"
+    if not (shipped / "card.json").is_file() or not png.is_file():
+        pytest.skip("the shipped lesion finder or the BUS-BRA image is not present")
+    monkeypatch.setenv("DLUM_FINDER", str(shipped))
+    expected = load_finder(shipped).find(read_image(png))
+    at = _run(CASE_REVIEW)
+    at.file_uploader(key="us_file").set_value((png.name, png.read_bytes(), "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    figure = _figure(at, "us_chart")
+    if expected.box is None:
+        assert any("found no lesion" in w.value for w in at.warning) and not _labels(figure)
+        return
+    assert (*expected.box, "dash") in _rects(figure)
+    assert _labels(figure)[0].startswith(f"suggested · {expected.score:.2f}")
+    at.button(key="us_accept").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert f"Ultrasound: box {list(expected.box)} suggested by the lesion finder" in _texts(at)
+    assert 0.0 <= float(_metric(at, "US branch")) <= 1.0
+
+
+def test_case_review_mg_centre_and_radius_gives_the_box(use_checkpoint, predictor):
+    data, image = _phantom_png("mg", seed=24)
+    at = _run(CASE_REVIEW)
+    at.file_uploader(key="mg_file").set_value(("centre_mg.png", data, "image/png"))
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Outside what the model was trained on" in w.value for w in at.warning)
+    assert not _labels(_figure(at, "mg_chart"))  # no lesion finder for mammography
+    at.number_input(key="mg_cx").set_value(120)
+    at.number_input(key="mg_cy").set_value(100)
+    at.number_input(key="mg_r").set_value(30)
+    at.run()
+    assert not at.exception and not at.error
+    box = (90, 70, 150, 130)
+    assert [at.number_input(key=f"mg_{k}").value for k in ("x0", "y0", "x1", "y1")] == list(box)
+    assert f"box {list(box)} from lesion centre + radius" in _texts(at)
+    assert (*box, None) in _rects(_figure(at, "mg_chart"))
+    expected = predictor.predict_pair(mg=image.astype(np.float32), mg_box=box)
+    assert _blocks(at, "Mammography") == pytest.approx(expected.p_mg_blocks, abs=1e-6)
+    assert expected.p_mg_blocks != pytest.approx(
+        predictor.predict_pair(mg=image.astype(np.float32)).p_mg_blocks, abs=1e-5)
+    assert not any("Outside what the model" in w.value for w in at.warning)
+    # clamped to the image near its corner
+    at.number_input(key="mg_cx").set_value(10)
+    at.number_input(key="mg_cy").set_value(250)
+    at.run()
+    assert [at.number_input(key=f"mg_{k}").value for k in ("x0", "y0", "x1", "y1")] == \
+        [0, 220, 40, 256]
+    # the whole image again keeps today's warning: no call until confirmed
+    at.button(key="mg_whole").click()
+    at.run()
+    assert any("Outside what the model was trained on" in w.value for w in at.warning)
+    assert "No call: draw the lesion box" in _badges(at)
+
+
 # --------------------------------------------------------------- one decision: CLI = Case Review
 @pytest.mark.parametrize("given", [("us", "mg"), ("us",), ("mg",)], ids=["pair", "us-only", "mg-only"])
 def test_case_review_and_predict_give_the_same_decision_at_the_same_threshold(monkeypatch, capsys,
-                                                                              given):
+                                                                              use_finder, given):
     import json
 
     from dlum import cli

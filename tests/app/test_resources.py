@@ -53,3 +53,32 @@ def test_dashboard_loads_the_model_in_the_precision_asked(app_checkpoint, monkey
         res.load_predictor.clear()
     assert predictor.dtype == torch.float32
     assert "probabilities in float32" in res.device_summary(predictor)
+
+
+# ---------------------------------------------------------------------------------- lesion finder
+def test_the_lesion_finder_is_loaded_once_and_its_absence_is_a_message(app_finder, tmp_path,
+                                                                        monkeypatch):
+    res.load_finder.clear()
+    try:
+        monkeypatch.setenv(res.FINDER_ENV, str(tmp_path / "nowhere"))
+        missing = res.get_finder()
+        assert missing.finder is None and "No ultrasound lesion finder" in missing.message
+        assert "DLUM_FINDER" in missing.message
+
+        damaged = tmp_path / "damaged"
+        damaged.mkdir()
+        (damaged / "card.json").write_text("{not json")
+        (damaged / "model.safetensors").write_bytes(b"not safetensors")
+        monkeypatch.setenv(res.FINDER_ENV, str(damaged))
+        broken = res.get_finder()
+        assert broken.finder is None and "could not be loaded" in broken.message
+        assert "card.json" in broken.message and "draw the lesion box by hand" in broken.message
+        assert res.get_finder() is broken  # the failure is cached, not read again every rerun
+
+        monkeypatch.setenv(res.FINDER_ENV, str(app_finder))
+        loaded = res.get_finder()
+        assert loaded.finder is not None and loaded.message == ""
+        assert loaded.key.endswith(":test-dark-blob-finder")
+        assert res.get_finder().finder is loaded.finder  # one per process
+    finally:
+        res.load_finder.clear()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dlum.constants import ROI_EXPANSION
-from dlum.data.roi import box_from_xywh, crop_roi, expand_box, parse_box, validate_box
+from dlum.data.roi import box_from_centre, box_from_xywh, crop_roi, expand_box, parse_box, validate_box
 from dlum.errors import InputError
 
 SHAPE = (400, 500)  # height, width
@@ -100,6 +100,14 @@ def test_crop_without_box_is_whole_image():
 
 def test_box_from_xywh():
     assert box_from_xywh(10, 20, 30, 40) == (10, 20, 40, 60)
+
+
+def test_box_from_centre_is_centre_plus_minus_radius_then_clamped():
+    assert box_from_centre(100, 50, 20) == (80, 30, 120, 70)
+    assert validate_box(box_from_centre(10.5, 390, 30), SHAPE) == (0, 360, 41, 400)  # clamped
+    for bad in ((10, 10, 0), (10, 10, -3), (float("nan"), 10, 5), (10, 10, float("inf"))):
+        with pytest.raises(InputError):
+            box_from_centre(*bad)
 
 
 @pytest.mark.parametrize(
