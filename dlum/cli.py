@@ -180,8 +180,8 @@ def _cohort_and_crops(args: argparse.Namespace, command: str):
 
 # --------------------------------------------------------------------------------------- train
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from dlum.configs import TrainConfig
     from dlum.constants import Arch, Precision
-    from dlum.training import TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--cohort", metavar="CSV", required=True, help="cohort table (ARCHITECTURE schema)")
@@ -313,7 +313,7 @@ register(Command("train", "train DL-UM, DL-U or DL-M on a cohort table", _train_
 
 # -------------------------------------------------------------------------------- train-finder
 def _train_finder_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlum.finder_training import FinderTrainConfig
+    from dlum.configs import FinderTrainConfig
 
     d = FinderTrainConfig()
     parser.add_argument("--data", metavar="DIR", default=None,

@@ -10,6 +10,8 @@ Windows). A command that fails midway leaves any earlier file exactly as it was.
 ...     _ = tmp.write_text("kept")
 >>> target.read_text()
 'kept'
+>>> oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+True
 """
 from __future__ import annotations
 
@@ -31,11 +33,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
                                dir=target.parent if str(target.parent) else ".")
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes the file readable by its owner only; the result gets the permissions the
+    # file had, or those a plain open() would give it.
+    os.chmod(tmp_path, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:

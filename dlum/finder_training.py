@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ import torch
 
 from dlum.constants import EXTERNAL, TEST, TRAIN, VALIDATION
 from dlum.errors import DLUMError
-from dlum.localize import (DEFAULT_INPUT_SIZE, DEFAULT_WIDTHS, FinderNet, LesionFinder, box_iou,
+from dlum.configs import FinderTrainConfig
+from dlum.localize import (FinderNet, LesionFinder, box_iou,
                            dice, finding_from_probability, load_finder, mask_box, new_finder,
                            save_finder)
 
@@ -47,35 +48,6 @@ __all__ = ["RESULTS_FILE", "FinderTrainConfig", "calibrate_min_score", "evaluate
 SPLITS = (TRAIN, VALIDATION, TEST, EXTERNAL)
 #: Per-image results written beside the finder.
 RESULTS_FILE = "finder_results.csv"
-
-
-@dataclass(frozen=True)
-class FinderTrainConfig:
-    """Settings of the lesion finder's training (defaults: the shipped ``us-finder-v1``)."""
-
-    input_size: int = DEFAULT_INPUT_SIZE
-    widths: tuple[int, int, int] = DEFAULT_WIDTHS
-    views: int = 4  # versions of each training image (view 0 plain)
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-    # augmentation of views 1…: flip, shift / scale / rotation, gamma
-    flip: bool = True
-    translate: float = 0.08
-    scale: float = 0.15
-    rotate_deg: float = 5.0
-    gamma: float = 0.4  # log-gamma drawn uniformly in ±gamma
-    #: most images per split (for quick trials and tests; None = all)
-    limit: int | None = None
-
-    def __post_init__(self):
-        if self.views < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise DLUMError("views, epochs and batch size must be at least 1")
-        if self.input_size % 16:
-            raise DLUMError(f"the input size must be a multiple of 16, got {self.input_size}")
 
 
 # ----------------------------------------------------------------------------------------- data

