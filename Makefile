@@ -1,12 +1,12 @@
 # dlum: two commands for a newcomer.
 #   make app    create .venv if missing, install, start the dashboard on 127.0.0.1:8501
-#   make test   create .venv if missing, install (with test tools and chromium), run every test
+#   make test   create .venv if missing, install (with test tools, chromium and poppler), run every test
 PY      ?= python3.11
 VENV    ?= .venv
 BIN      = $(VENV)/bin
 PORT    ?= 8501
 
-.PHONY: app test install install-dev chromium benchmarks results clean
+.PHONY: app test install install-dev system-tools chromium poppler benchmarks results clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,16 +25,20 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
-# Browser tests drive Debian's chromium (Playwright's own browser download is not used).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+# System tools the tests use, from Debian: chromium for the browser tests (Playwright's own
+# browser download is not used) and poppler-utils (pdftoppm, pdftotext) for the PDF report tests.
+system-tools:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	if [ -n "$$missing" ]; then sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing >/dev/null; fi
+
+chromium poppler: system-tools
 
 app: install
 	$(BIN)/streamlit run streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: install-dev chromium
+test: install-dev system-tools
 	$(BIN)/python -m pytest
 
 # The bf16-vs-fp32 agreement benchmark reads the prepared public cohort (skipped without the data).

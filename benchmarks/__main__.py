@@ -13,9 +13,10 @@ import argparse
 import time
 
 from benchmarks import (bench_app, bench_inference, bench_localize, bench_precision, bench_stats,
-                        bench_training, readme)
+                        bench_training, bench_uncertainty, readme)
 
-BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "localize": bench_localize,
+BENCHMARKS = {"stats": bench_stats, "inference": bench_inference, "uncertainty": bench_uncertainty,
+              "localize": bench_localize,
               "precision": bench_precision, "app": bench_app, "training": bench_training}
 
 

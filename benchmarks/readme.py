@@ -7,6 +7,7 @@ latest run) and ``benchmarks/recorded/*.json`` (figures kept in the repository, 
 machine); a result overrides a recorded file of the same name.
 
 Run:  python -m benchmarks.readme   (``python -m benchmarks`` runs it after the benchmarks)
+      python -m benchmarks.readme --keep-absent   (after one benchmark: other rows stay)
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
 START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 #: Table order: the clinician's waits first, then the researcher's.
-ORDER = ("inference", "localize", "precision", "app", "stats", "training", "training-recipe", "inference-cuda",
+ORDER = ("inference", "uncertainty", "localize", "precision", "app", "stats", "training", "training-recipe", "inference-cuda",
          "precision-cuda", "training-cuda")
 
 
@@ -84,8 +85,41 @@ def speed_table(payloads: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path = REPO / "README.md", payloads: list[dict] | None = None) -> bool:
+def _table_rows(table: str) -> list[str]:
+    return [line for line in table.strip().splitlines()[2:] if line.startswith("| ")]
+
+
+def _what(row: str) -> str:
+    return row[2:].split(" | ", 1)[0]
+
+
+def merge_tables(old: str, new: str) -> str:
+    """``new``, keeping the rows of ``old`` whose figure (the *what* cell) ``new`` does not have,
+    each after the row it followed: for refreshing the table from the benchmarks run on this
+    machine while the others' results are not here (``--keep-absent``)."""
+    fresh, before = _table_rows(new), _table_rows(old)
+    have, had = {_what(r) for r in fresh}, {_what(r) for r in before}
+    merged, after = list(fresh), None
+    for row in before:
+        if _what(row) in have:
+            after = _what(row)
+            continue
+        at = 0
+        if after is not None:  # after its old neighbour (and the new figures run with it)
+            at = next(i for i, r in enumerate(merged) if _what(r) == after) + 1
+            while after in have and at < len(merged) and _what(merged[at]) not in had:
+                at += 1
+        merged.insert(at, row)
+        after = _what(row)
+    if len(merged) > 1:  # the placeholder row is not kept beside real ones
+        merged = [r for r in merged if "no benchmark results yet" not in r]
+    return "\n".join(new.strip().splitlines()[:2] + merged)
+
+
+def update_readme(readme: Path = REPO / "README.md", payloads: list[dict] | None = None, *,
+                  keep_absent: bool = False) -> bool:
     """Replace the text between the speed markers in ``readme``; returns whether it changed.
+    ``keep_absent`` keeps the rows of figures no result file gives (:func:`merge_tables`).
 
     Raises ValueError when the markers are missing (the README is not rewritten then).
     """
@@ -93,6 +127,8 @@ def update_readme(readme: Path = REPO / "README.md", payloads: list[dict] | None
     if START not in text or END not in text or text.index(START) > text.index(END):
         raise ValueError(f"{readme.name}: no '{START}' … '{END}' section to refresh")
     table = speed_table(load_results() if payloads is None else payloads)
+    if keep_absent:
+        table = merge_tables(text.split(START, 1)[1].split(END, 1)[0], table)
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     new = f"{head}{START}\n{table}\n{END}{tail}"
@@ -102,7 +138,14 @@ def update_readme(readme: Path = REPO / "README.md", payloads: list[dict] | None
 
 
 def main(argv=None) -> int:
-    changed = update_readme()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-absent", action="store_true",
+                        help="keep the table's rows of benchmarks that have no result file here "
+                        "(refresh after running one benchmark)")
+    args = parser.parse_args(argv)
+    changed = update_readme(keep_absent=args.keep_absent)
     print("README speed table " + ("refreshed" if changed else "unchanged"))
     return 0
 

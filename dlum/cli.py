@@ -485,10 +485,33 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=[m.value for m in CamMethod])
     parser.add_argument("--device", default="auto")
     _precision_argument(parser)
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="add each output's test-time-augmentation range: the lowest to the "
+                        "highest P over the plain view and its augmented views, which holds the P "
+                        "reported (<output>_low, _high, _uncertain), 'uncertain' (the call's "
+                        "range straddles its threshold) and 'branches_disagree' "
+                        "(docs/uncertainty.md)")
+    parser.add_argument("--tta-seed", metavar="N", type=int, default=None,
+                        help="seed of the augmented views (default 0; needs --uncertainty)")
     parser.add_argument("--timing", action="store_true",
                         help="add the seconds taken, the device and the precision to the JSON")
+    parser.add_argument("--report", metavar="FILE.pdf", default=None, help=_report_help())
     parser.add_argument("--force", action="store_true",
-                        help="replace CAM images that --cam already holds (never done without it)")
+                        help="replace CAM images that --cam already holds, or the --report file "
+                        "(never done without it)")
+
+
+def _report_help() -> str:
+    """--report's help; it names the per-case intervals only where dlum.uncertainty is installed
+    (found without importing it, so that --help stays instant)."""
+    from importlib.util import find_spec
+
+    intervals = (", their per-case test-time-augmentation intervals (dlum.uncertainty)"
+                 if find_spec("dlum.uncertainty") is not None else "")
+    return ("write a one-page PDF case report: both images with their lesion boxes, the outputs "
+            f"with their thresholds{intervals}, the decision, the CAMs of blocks 1-5 (float32, "
+            "--cam-method) with a colour bar, the model version and the research-use disclaimer. "
+            "predict reads one case, so the report is one page")
 
 
 def _predict_run(args: argparse.Namespace) -> int:
@@ -500,6 +523,8 @@ def _predict_run(args: argparse.Namespace) -> int:
 
     if args.us is None and args.mg is None:
         raise DLUMError("give --us FILE and/or --mg FILE")
+    if args.tta_seed is not None and not args.uncertainty:
+        raise DLUMError("--tta-seed seeds the --uncertainty views: give --uncertainty too")
     auto = str(args.us_roi).strip().lower() == "auto"
     if auto and args.us is None:
         raise DLUMError("--us-roi auto finds the lesion on the ultrasound image: give --us FILE")
@@ -512,6 +537,12 @@ def _predict_run(args: argparse.Namespace) -> int:
                       inputs=(args.us, args.mg, args.checkpoint),
                       guarded=cam_file_names(us=args.us is not None, mg=args.mg is not None),
                       option="--cam")
+    if args.report:  # --report: refused before any work (see _write_case_report)
+        if not str(args.report).lower().endswith(".pdf"):
+            raise DLUMError(f"--report {args.report}: the report is a PDF; give a file name "
+                            "ending in .pdf")
+        _check_output(args.report, kind="file", force=args.force, option="--report",
+                      inputs=(args.us, args.mg, args.checkpoint))
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
     us_source, found = args.us, None
     if auto:
@@ -523,6 +554,9 @@ def _predict_run(args: argparse.Namespace) -> int:
     out = case_result(prediction, decision, inputs=inputs)
     if found is not None:
         out["us_roi_found"] = found
+    if args.uncertainty:
+        out.update(_uncertainty_fields(predictor, prediction, decision, us_source, args.mg,
+                                       us_box, mg_box, seed=args.tta_seed or 0))
     if args.timing:
         out["run"] = {"seconds": round(prediction.seconds, 4), "device": prediction.device,
                       "precision": prediction.precision}
@@ -531,8 +565,75 @@ def _predict_run(args: argparse.Namespace) -> int:
 
         out["cam_files"] = write_cam_overlays(predictor, args.cam, us=args.us, mg=args.mg,
                                               us_box=us_box, mg_box=mg_box, method=args.cam_method)
+    if args.report:
+        out["report_file"] = _write_case_report(args, predictor, prediction, decision,
+                                                us_source, us_box, mg_box)
     print(json.dumps(out, indent=2, allow_nan=False))
     return 0
+
+
+def _write_case_report(args: argparse.Namespace, predictor, prediction, decision, us_source,
+                       us_box, mg_box) -> str:
+    """``predict --report``: the one-page PDF (:mod:`dlum.report_pdf`), with the per-case
+    intervals where dlum.uncertainty is installed, written atomically."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from dlum.data.io import read_image
+    from dlum.errors import InputError
+    from dlum.files import atomic_path
+    from dlum.report_pdf import optional_branches_disagree, optional_intervals, report_for_case
+
+    images, names = {}, {}
+    for m, source, given in (("us", us_source, args.us), ("mg", args.mg, args.mg)):
+        if source is not None:
+            images[m] = source if isinstance(source, np.ndarray) else read_image(source)
+            names[m] = Path(given).name
+    boxes = {"us": us_box, "mg": mg_box}
+    intervals = optional_intervals(predictor, decision, us=images.get("us"), mg=images.get("mg"),
+                                   us_box=us_box, mg_box=mg_box)
+    pdf = report_for_case(predictor, prediction, decision, images=images, boxes=boxes,
+                          names=names, cam_method=args.cam_method, intervals=intervals,
+                          branches_disagree=optional_branches_disagree(prediction, predictor.card))
+    try:
+        with atomic_path(args.report) as tmp:
+            tmp.write_bytes(pdf)
+    except OSError as err:
+        raise InputError(f"cannot write the report ({err.strerror or err})", args.report) from None
+    return str(args.report)
+
+
+def _uncertainty_fields(predictor, prediction, decision, us, mg, us_box, mg_box, *,
+                       seed: int) -> dict:
+    """``predict --uncertainty``: each output's TTA range (``<output>_low``, ``_high``, holding
+    the P reported: :func:`dlum.uncertainty.holding`; ``_uncertain``), ``uncertain`` for the
+    call's output (None when no call is made), ``branches_disagree`` (None with one image) and
+    the settings (:mod:`dlum.uncertainty`)."""
+    from dlum.disagreement import branches_disagree
+    from dlum.uncertainty import case_uncertainty, holding
+
+    card = predictor.card
+    thresholds = dict(card.operating_point.thresholds) if card.operating_point else {}
+    thresholds[decision.output] = decision.threshold
+    intervals = case_uncertainty(predictor, us, mg, us_box=us_box, mg_box=mg_box,
+                                 thresholds=thresholds, seed=seed)
+    intervals = {name: holding(iv, getattr(prediction, name, None)) for name, iv in intervals.items()}
+    out: dict = {}
+    for name, iv in intervals.items():
+        out[f"{name}_low"], out[f"{name}_high"] = round(iv.low, 4), round(iv.high, 4)
+        out[f"{name}_uncertain"] = iv.uncertain
+    call = intervals.get(decision.output)
+    out["uncertain"] = call.uncertain if (call is not None and decision.made) else None
+    t_us, t_mg = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
+    both = None not in (prediction.p_us_head, prediction.p_mg_head, t_us, t_mg)
+    out["branches_disagree"] = (bool(branches_disagree(prediction.p_us_head, prediction.p_mg_head,
+                                                       t_us, t_mg)) if both else None)
+    any_iv = next(iter(intervals.values()))
+    out["uncertainty"] = {"method": "test-time augmentation (flip, shift, scale, gamma/contrast)",
+                          "output": decision.output, "level": any_iv.level,
+                          "views": any_iv.views, "seed": any_iv.seed}
+    return out
 
 
 def _found_us_box(args: argparse.Namespace):
@@ -665,11 +766,20 @@ register(Command("info", "settings, versions, device and checkpoint of this inst
 
 
 # -------------------------------------------------------------------------------- reader-study
+#: The environment variable holding a study's admin code for ``reader-study --store / --study``.
+_ADMIN_CODE_ENV = "DLUM_STUDY_ADMIN_CODE"
+
+
 def _reader_study_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--reads", metavar="CSV", help="reads table: case_id, reader, modality "
                         "(us|mg), session (unaided|aided), call (benign|malignant); optional "
-                        "birads, accepted_ai, requested_explanation")
+                        "birads, accepted_ai, requested_explanation, confidence (0-100: adds the "
+                        "MRMC table), ai_call")
+    source.add_argument("--store", metavar="FILE", help="a Reading Session study file (SQLite); the "
+                        f"admin code from ${_ADMIN_CODE_ENV} or, in a terminal, a prompt")
+    source.add_argument("--study", metavar="NAME", help="the study file NAME.sqlite in $DLUM_STUDY_DIR "
+                        "(the dashboard's study: 'study')")
     source.add_argument("--demo", action="store_true",
                         help="the shipped DEMO reads and cohort (synthetic, not study data)")
     source.add_argument("--published", action="store_true",
@@ -684,13 +794,37 @@ def _reader_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", action="store_true", help="Markdown tables, not plain text")
 
 
+def _admin_code() -> str:
+    """The study's admin code: $DLUM_STUDY_ADMIN_CODE, else a prompt when stdin is a terminal."""
+    code = os.environ.get(_ADMIN_CODE_ENV)
+    if code:
+        return code
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Study admin code: ")
+    raise DLUMError(f"the study's admin code is needed: set {_ADMIN_CODE_ENV}, or run in a terminal "
+                    "to be asked for it")
+
+
 def _reader_study_run(args: argparse.Namespace) -> int:
-    from dlum import readers
+    from dlum import readers, study_analysis
 
     if args.cohort and not args.reads:
         raise DLUMError("--cohort goes with --reads CSV")
     if args.published:
         print(readers.published_report(markdown=args.markdown))
+        return 0
+    weights = None if args.weights == "unweighted" else args.weights
+    if args.store or args.study:
+        path = args.store or study_analysis.study_file(args.study)
+        store = study_analysis.open_study_file(path)
+        joined, note = study_analysis.load_store_study(store, store.admin_sign_in(_admin_code()))
+        if joined is None:
+            print(f"{path}: {note}")
+            return 0
+        print(readers.study_report(joined, rating=args.rating, weights=weights, markdown=args.markdown))
+        print(study_analysis.analysis_report(joined, markdown=args.markdown, mrmc_section=True))
         return 0
     if args.demo:
         joined = readers.load_demo()
@@ -701,18 +835,22 @@ def _reader_study_run(args: argparse.Namespace) -> int:
                   "pathology and subgroup: add --cohort CSV.")
             return 0
         joined = readers.join_reads(reads, readers.read_study_cohort(args.cohort))
-    weights = None if args.weights == "unweighted" else args.weights
     print(readers.study_report(joined, rating=args.rating, weights=weights,
                                markdown=args.markdown, demo=args.demo))
+    print(study_analysis.analysis_report(joined, markdown=args.markdown))
     return 0
 
 
-register(Command("reader-study", "Tables 2-4 of a reader study (reads + cohort CSV), the demo "
-                 "or the article's", _reader_study_arguments, _reader_study_run,
+register(Command("reader-study", "Tables 2-4 of a reader study (reads + cohort CSV, or a Reading "
+                 "Session study file), the demo or the article's", _reader_study_arguments,
+                 _reader_study_run,
                  description="Reader performance and biopsies without and with AI (Table 2), "
-                 "explanation requests (Table 3) and inter-reader kappa (Table 4) of Xu et al., "
-                 "Breast Cancer Research 2025, for a reads table and its cohort; --demo for the "
-                 "shipped synthetic demo, --published for the article's tables recomputed."))
+                 "explanation requests (Table 3), inter-reader kappa (Table 4) and the acceptance "
+                 "of DL-UM's suggestion (Fig. 5) of Xu et al., Breast Cancer Research 2025, for a "
+                 "reads table and its cohort or a Reading Session study (--store / --study, with "
+                 "the unaided vs aided MRMC comparison of the confidence ratings; also for reads "
+                 "with a confidence column); --demo for the shipped synthetic demo, --published "
+                 "for the article's tables recomputed."))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,3 +127,10 @@ N_BLOCKS = len(VGG19_BLOCKS)
 
 #: Default operating threshold on P(malignant) when a checkpoint card gives none.
 DEFAULT_THRESHOLD = 0.5
+
+#: The research-use disclaimer every page and the PDF case report show (Markdown bold).
+DISCLAIMER = (
+    "**For research use only.** Not a medical device and not for clinical decisions. "
+    "The shipped model was trained on public single-modality datasets paired across different "
+    "women (pseudo-pairs); its outputs describe that demonstration cohort, not your patients."
+)

@@ -303,9 +303,7 @@ class Predictor:
         from dlum.data.transforms import to_network_input
 
         if crops is not None:
-            problem = crops.mismatch(cohort)
-            if problem:
-                raise DLUMError(f"the crops are not those of the cohort table: {problem}")
+            crops.check_matches(cohort)
         keep = np.ones(len(cohort), dtype=bool)
         if split is not None:
             keep = (cohort["split"] == split).to_numpy()

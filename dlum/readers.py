@@ -3,9 +3,10 @@
 Follows the reader study of Xu et al. (Breast Cancer Research 2025, DL-UM), Tables 2-4:
 
 * **Reading**: a case-level reads table (:data:`READS_SCHEMA`: ``case_id, reader, modality,
-  session, call`` and optionally ``birads, accepted_ai, requested_explanation``) and the cohort of
-  those cases (:data:`STUDY_COHORT_SCHEMA`: pathology and subgroup), both read by
-  :func:`dlum.tables.read_table`; :func:`join_reads` adds each case's ``label`` and ``subgroup``.
+  session, call`` and optionally ``birads, accepted_ai, requested_explanation, confidence,
+  ai_call``) and the cohort of those cases (:data:`STUDY_COHORT_SCHEMA`: pathology and
+  subgroup), both read by :func:`dlum.tables.read_table`; :func:`join_reads` adds each case's
+  ``label`` and ``subgroup``.
 * **Analysis** per reader, session and subgroup: Table 2 (:func:`reader_performance`,
   :func:`session_changes`), Table 3 (:func:`explanation_effects`), Table 4 (:func:`agreement`,
   :func:`kappa_matrix`). Every number comes from :mod:`dlum.stats`; this module selects rows and
@@ -101,7 +102,7 @@ __all__ = [
 ]
 
 READ_COLUMNS = ("case_id", "reader", "modality", "session", "call")
-OPTIONAL_READ_COLUMNS = ("birads", "accepted_ai", "requested_explanation")
+OPTIONAL_READ_COLUMNS = ("birads", "accepted_ai", "requested_explanation", "confidence", "ai_call")
 UNAIDED, AIDED = "unaided", "aided"
 SESSIONS = (UNAIDED, AIDED)
 
@@ -151,6 +152,17 @@ def _parse_read_birads(text: str) -> float:
     return float(level)
 
 
+def _parse_confidence(text: str) -> float:
+    """A reader's confidence of malignancy, 0-100 (the rating an MRMC analysis compares)."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError("not a number (a confidence of malignancy 0-100 is expected)") from None
+    if not np.isfinite(value) or not 0 <= value <= 100:
+        raise ValueError("outside 0-100 (a confidence of malignancy is expected)")
+    return value
+
+
 def _parse_cohort_birads(text: str) -> float:
     """A reported BI-RADS, 0-6 (4a/4b/4c read as 4; outside 2-5 the subgroup is undetermined)."""
     try:
@@ -175,6 +187,11 @@ READS_SCHEMA = Schema("reads table", (
     Column("accepted_ai", parse=parse_flag, doc="true/false: the aided call followed DL-UM"),
     Column("requested_explanation", parse=parse_flag,
            doc="true/false: the reader asked for the heatmap explanation (Table 3)"),
+    Column("confidence", parse=_parse_confidence, default=float("nan"),
+           doc="the reader's confidence of malignancy, 0-100 (MRMC, unaided vs aided)"),
+    Column("ai_call", parse=choice((BENIGN, MALIGNANT), {"0": BENIGN, "1": MALIGNANT}),
+           doc="aided session: DL-UM's suggestion shown to the reader, `benign` or `malignant` "
+               "(empty: no output shown)"),
 ))
 
 #: The cohort of a reads table: pathology and the concordant / discordant subgroup of each case.
@@ -199,7 +216,9 @@ def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
     Returns:
         ``case_id, reader, modality, session, call`` (int 0/1), ``birads`` (float, NaN = not
         given), ``accepted_ai`` and ``requested_explanation`` (True/False/None; None everywhere
-        when the column is absent); index = data-row numbers. Other columns are ignored.
+        when the column is absent), ``confidence`` (float 0-100, NaN = not given) and
+        ``ai_call`` (``benign``/``malignant``/None); index = data-row numbers. Other columns
+        are ignored.
 
     Raises:
         CohortError: every problem at once (missing columns, bad cells, a reader reading a case
@@ -213,7 +232,8 @@ def read_reads(source, *, name: str | None = None) -> pd.DataFrame:
     reads = reads[[c.name for c in READS_SCHEMA.columns]]
     reads["call"] = reads["call"].astype(int)
     reads["birads"] = reads["birads"].astype(float)
-    for col in ("accepted_ai", "requested_explanation"):
+    reads["confidence"] = reads["confidence"].astype(float)
+    for col in ("accepted_ai", "requested_explanation", "ai_call"):
         reads[col] = reads[col].astype(object)
     reads.attrs["source"] = label
     return reads
@@ -768,11 +788,13 @@ def text_table(frame: pd.DataFrame, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
+    """Markdown emphasis and code marks removed, for plain-text reports."""
     return text.replace("**", "").replace("`", "")
 
 
-def _section(title: str, body: str, markdown: bool) -> str:
+def text_section(title: str, body: str, markdown: bool) -> str:
+    """A titled section of a text report (Markdown heading or an underlined title)."""
     return f"## {title}\n\n{body}\n" if markdown else f"{title}\n{'=' * len(title)}\n{body}\n"
 
 
@@ -782,12 +804,12 @@ def study_report(joined: pd.DataFrame, *, rating: str = "call", weights: str | N
     banner when ``demo``: what the page's "Your study" tab shows."""
     parts = []
     if demo:
-        parts.append((DEMO_NOTE if markdown else _plain(DEMO_NOTE)) + "\n")
+        parts.append((DEMO_NOTE if markdown else plain_text(DEMO_NOTE)) + "\n")
     parts.append(study_summary(joined) + "\n")
     perf, changes = reader_performance(joined), session_changes(joined)
     explain = explanation_effects(joined)
     kappas = agreement(joined, rating=rating, weights=weights)
-    parts.append(_section("Table 2 style: performance and biopsies without and with AI",
+    parts.append(text_section("Table 2 style: performance and biopsies without and with AI",
                           text_table(performance_display(perf), markdown)
                           + "\nAUC of a dichotomous reader = (sensitivity + specificity) / 2 "
                             "(DeLong CI); Wilson 95% CIs.", markdown))
@@ -796,16 +818,16 @@ def study_report(joined: pd.DataFrame, *, rating: str = "call", weights: str | N
     else:
         body = (text_table(changes_display(changes), markdown) + "\np: chi-square (as in the "
                 "article) / McNemar on the cases read in both sessions.")
-    parts.append(_section("Change with AI, per reader", body, markdown))
+    parts.append(text_section("Change with AI, per reader", body, markdown))
     note = explanation_note(joined)
     if note is not None:
-        body = note if markdown else _plain(note)
+        body = note if markdown else plain_text(note)
     else:
         body = text_table(explanation_display(explain), markdown)
-    parts.append(_section("Table 3 style: explanation requests", body, markdown))
+    parts.append(text_section("Table 3 style: explanation requests", body, markdown))
     body = (text_table(agreement_display(kappas), markdown) if not kappas.empty
             else "Agreement needs two or more readers.")
-    parts.append(_section(f"Table 4 style: agreement between readers ({weights or 'unweighted'} "
+    parts.append(text_section(f"Table 4 style: agreement between readers ({weights or 'unweighted'} "
                           f"kappa on the {rating})", body, markdown))
     return "\n".join(parts)
 
@@ -813,11 +835,11 @@ def study_report(joined: pd.DataFrame, *, rating: str = "call", weights: str | N
 def published_report(markdown: bool = False) -> str:
     """Tables 2-4 of Xu et al. 2025 as printed beside their recomputation, as text."""
     return "\n".join([
-        _section("Table 2: diagnostic performance and biopsy recommendations (printed | recomputed)",
+        text_section("Table 2: diagnostic performance and biopsy recommendations (printed | recomputed)",
                  text_table(published_table2_display(), markdown), markdown),
-        _section("Table 3: explanation (heatmap) requests and their effect (printed | recomputed)",
+        text_section("Table 3: explanation (heatmap) requests and their effect (printed | recomputed)",
                  text_table(published_table3_display(), markdown), markdown),
-        _section("Table 4: inter-reader agreement (weighted kappa, as printed)",
+        text_section("Table 4: inter-reader agreement (weighted kappa, as printed)",
                  text_table(published_table4_display(), markdown)
                  + "\nKappa needs case-level reads, which the article does not publish.", markdown),
     ])

@@ -21,6 +21,8 @@ accepting or rejecting it and optionally asking for the heatmap explanation.
 * **Isolation**: reader methods take the :class:`Reader` returned by :meth:`StudyStore.sign_in`
   and only ever touch that reader's rows; study-wide views (export, progress of everyone, the
   analysis table) take the :class:`Admin` returned by :meth:`StudyStore.admin_sign_in`.
+* **What DL-UM showed**: an aided read records DL-UM's probability, threshold and call as shown
+  (:class:`AIOutput`), so acceptance can be analysed against what the reader saw.
 * **Export**: :meth:`StudyStore.reads_frame` is a reads table :func:`dlum.readers.read_reads`
   reads; :meth:`StudyStore.load_joined` gives the joined table the Reader Study analysis uses.
 """
@@ -58,6 +60,7 @@ __all__ = [
     "Reader",
     "Status",
     "StudyCase",
+    "AIOutput",
     "StudyStore",
     "hash_code",
     "check_code",
@@ -146,6 +149,16 @@ MIGRATIONS: tuple[str, ...] = (
         requested_at TEXT NOT NULL);
     CREATE INDEX explanation_requests_by_read ON explanation_requests (reader_id, session, case_id);
     """,
+    # 3: each case's ROI boxes (for the heatmaps), and what DL-UM showed the reader in session 2
+    """
+    ALTER TABLE cases ADD COLUMN us_box TEXT;
+    ALTER TABLE cases ADD COLUMN mg_box TEXT;
+    ALTER TABLE reads ADD COLUMN ai_probability REAL
+        CHECK (ai_probability IS NULL OR (ai_probability >= 0 AND ai_probability <= 1));
+    ALTER TABLE reads ADD COLUMN ai_threshold REAL
+        CHECK (ai_threshold IS NULL OR (ai_threshold >= 0 AND ai_threshold <= 1));
+    ALTER TABLE reads ADD COLUMN ai_call TEXT CHECK (ai_call IS NULL OR ai_call IN ('benign', 'malignant'));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -209,12 +222,33 @@ class Reader:
 
 @dataclass(frozen=True)
 class StudyCase:
-    """What a reader may see of a case: never its pathology or subgroup."""
+    """What a reader may see of a case: never its pathology or subgroup. The boxes
+    ``(x0, y0, x1, y1)`` (None: whole image) are the lesion ROIs the heatmaps are computed on."""
 
     case_id: str
     us_image: str | None
     mg_image: str | None
     info: dict
+    us_box: tuple[int, int, int, int] | None = None
+    mg_box: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class AIOutput:
+    """What DL-UM showed the reader of an aided read: P(malignant), the operating threshold and
+    the call (P >= threshold: malignant), recorded with the read."""
+
+    probability: float
+    threshold: float
+    call: str
+
+    def __post_init__(self) -> None:
+        for name in ("probability", "threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+                raise StudyError(f"DL-UM's {name} must be a number in [0, 1], got {value!r}.")
+        if self.call not in CALLS:
+            raise StudyError("DL-UM's call must be benign or malignant.")
 
 
 @dataclass(frozen=True)
@@ -293,11 +327,23 @@ class StudyStore:
         if version > SCHEMA_VERSION:
             raise StudyError(f"The study file has schema version {version}; this dlum knows up to "
                              f"{SCHEMA_VERSION}. Update dlum to open it.")
-        if version < SCHEMA_VERSION and con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        if version == SCHEMA_VERSION:
+            return
+        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             con.execute("PRAGMA journal_mode = WAL")
-        for step in range(version, SCHEMA_VERSION):
-            con.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[step]}\n"
-                              f"PRAGMA user_version = {step + 1};\nCOMMIT;")
+        # Take the write lock, then read the version again: another process opening the same
+        # older file may have upgraded it meanwhile, and a step must never run twice.
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[step]):
+                    con.execute(statement)
+                con.execute(f"PRAGMA user_version = {step + 1}")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
 
     def schema_version(self) -> int:
         with self._db() as con:
@@ -355,7 +401,8 @@ class StudyStore:
     def create_study(self, admin: Admin, cases: pd.DataFrame, *, cohort_ref: str,
                      washout_days: float = 60, seed: int = 0) -> None:
         """Record the study and its cases (``case_id, label`` 0/1, ``subgroup``; optional
-        ``us_image, mg_image`` and ``info`` (a dict per case of what readers may see))."""
+        ``us_image, mg_image``, ``us_box, mg_box`` (``(x0, y0, x1, y1)`` or None) and ``info``
+        (a dict per case of what readers may see))."""
         self._require_admin(admin)
         washout_days = self._washout(washout_days)
         if cases is None or len(cases) == 0:
@@ -369,11 +416,12 @@ class StudyStore:
                         (str(cohort_ref), washout_days, int(seed), _iso(self.clock())))
             for pos, row in enumerate(cases.to_dict("records")):
                 con.execute(
-                    "INSERT INTO cases (case_id, position, label, subgroup, us_image, mg_image, info) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO cases (case_id, position, label, subgroup, us_image, mg_image, info, "
+                    "us_box, mg_box) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (str(row["case_id"]), pos, int(row["label"]), str(row.get("subgroup") or "undetermined"),
                      _text_or_none(row.get("us_image")), _text_or_none(row.get("mg_image")),
-                     json.dumps(row.get("info") or {}, default=str)))
+                     json.dumps(row.get("info") or {}, default=str),
+                     _box_text(row.get("us_box"), row["case_id"]), _box_text(row.get("mg_box"), row["case_id"])))
 
     @staticmethod
     def _washout(days) -> float:
@@ -424,9 +472,9 @@ class StudyStore:
         with self._db() as con:
             return pd.read_sql_query(
                 "SELECT r.name AS reader, r.modality, r.experience, "
-                "SUM(x.session = 'unaided') AS unaided_reads, SUM(x.session = 'aided') AS aided_reads "
-                "FROM readers r LEFT JOIN reads x ON x.reader_id = r.id GROUP BY r.id ORDER BY r.id", con
-            ).fillna({"unaided_reads": 0, "aided_reads": 0})
+                "COALESCE(SUM(x.session = 'unaided'), 0) AS unaided_reads, "
+                "COALESCE(SUM(x.session = 'aided'), 0) AS aided_reads "
+                "FROM readers r LEFT JOIN reads x ON x.reader_id = r.id GROUP BY r.id ORDER BY r.id", con)
 
     # ---------------------------------------------------------------- reading
     def sign_in(self, name: str, code: str) -> Reader:
@@ -474,9 +522,10 @@ class StudyStore:
             status = self._status(con, reader)
             if case_id != status.case_id:
                 raise StudyError("That is not your current case.")
-            row = con.execute("SELECT case_id, us_image, mg_image, info FROM cases WHERE case_id = ?",
-                              (case_id,)).fetchone()
-        return StudyCase(row["case_id"], row["us_image"], row["mg_image"], json.loads(row["info"]))
+            row = con.execute("SELECT case_id, us_image, mg_image, info, us_box, mg_box FROM cases "
+                              "WHERE case_id = ?", (case_id,)).fetchone()
+        return StudyCase(row["case_id"], row["us_image"], row["mg_image"], json.loads(row["info"]),
+                         _box_of(row["us_box"]), _box_of(row["mg_box"]))
 
     def request_explanation(self, reader: Reader, case_id: str) -> dt.datetime:
         """Log that ``reader`` asked for the heatmap explanation of their current (aided) case."""
@@ -495,11 +544,12 @@ class StudyStore:
                                "AND session = ?", (reader.id, case_id, AIDED)).fetchone() is not None
 
     def submit_read(self, reader: Reader, case_id: str, *, birads: str, call: str, confidence: int,
-                    accepted_ai: bool | None = None) -> Status:
-        """Commit ``reader``'s read of their current case; returns the new status.
+                    accepted_ai: bool | None = None, ai: AIOutput | None = None) -> Status:
+        """Commit ``reader``'s read of their current case; returns the new status. ``ai`` is what
+        DL-UM showed in session 2 (recorded with the read, for the acceptance analysis).
 
         Raises StudyError: not the current case (reads are submitted in order, once), a session
-        not open, a bad BI-RADS / call / confidence, ``accepted_ai`` given in session 1."""
+        not open, a bad BI-RADS / call / confidence, ``accepted_ai`` or ``ai`` given in session 1."""
         birads = str(birads).strip().lower()
         if birads not in BIRADS_CHOICES:
             raise StudyError(f"BI-RADS must be one of {', '.join(BIRADS_CHOICES)}.")
@@ -520,18 +570,19 @@ class StudyStore:
             if case_id != status.case_id:
                 raise StudyError("That is not your current case: reads are submitted in order, and a "
                                  "submitted read cannot be changed.")
-            if status.session == UNAIDED and accepted_ai is not None:
+            if status.session == UNAIDED and (accepted_ai is not None or ai is not None):
                 raise StudyError("There is no AI suggestion to accept in the unaided session.")
             asked = con.execute("SELECT MIN(requested_at) FROM explanation_requests WHERE reader_id = ? "
                                 "AND case_id = ? AND session = ?",
                                 (reader.id, case_id, status.session)).fetchone()[0]
             con.execute(
                 "INSERT INTO reads (reader_id, case_id, session, position, birads, call, confidence, "
-                "accepted_ai, requested_explanation, submitted_at, explanation_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "accepted_ai, requested_explanation, submitted_at, explanation_at, ai_probability, "
+                "ai_threshold, ai_call) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (reader.id, case_id, status.session, status.done, birads, call, confidence,
                  None if accepted_ai is None else int(bool(accepted_ai)), int(asked is not None),
-                 _iso(now), asked))
+                 _iso(now), asked, None if ai is None else float(ai.probability),
+                 None if ai is None else float(ai.threshold), None if ai is None else ai.call))
             return self._status(con, reader)
 
     def my_reads(self, reader: Reader) -> pd.DataFrame:
@@ -545,13 +596,15 @@ class StudyStore:
     # ---------------------------------------------------------------- export and analysis
     def reads_frame(self, admin: Admin) -> pd.DataFrame:
         """Every read as a reads table (:data:`dlum.readers.READS_SCHEMA` columns first, then
-        ``experience, confidence, position, explanation_at, submitted_at``)."""
+        ``experience, confidence, position, explanation_at, submitted_at`` and what DL-UM showed:
+        ``ai_probability, ai_threshold, ai_call``)."""
         self._require_admin(admin)
         with self._db() as con:
             frame = pd.read_sql_query(
                 "SELECT x.case_id, r.name AS reader, r.modality, x.session, x.call, x.birads, "
                 "x.accepted_ai, x.requested_explanation, r.experience, x.confidence, x.position, "
-                "x.explanation_at, x.submitted_at FROM reads x JOIN readers r ON r.id = x.reader_id "
+                "x.explanation_at, x.submitted_at, x.ai_probability, x.ai_threshold, x.ai_call "
+                "FROM reads x JOIN readers r ON r.id = x.reader_id "
                 "ORDER BY r.id, x.session DESC, x.position", con)
         frame["accepted_ai"] = [_flag_text(v) for v in frame["accepted_ai"]]
         frame["requested_explanation"] = [
@@ -566,7 +619,8 @@ class StudyStore:
 
     def load_joined(self, admin: Admin) -> pd.DataFrame:
         """The reads joined with each case's label and subgroup, as the Reader Study page's
-        ``load_study`` returns them (via :mod:`dlum.readers`), plus each read's ``confidence``."""
+        ``load_study`` returns them (via :mod:`dlum.readers`), plus each read's ``confidence`` and
+        what DL-UM showed (``ai_probability, ai_threshold, ai_call``)."""
         from dlum import readers as rs
 
         raw = self.reads_frame(admin)
@@ -574,10 +628,49 @@ class StudyStore:
         cohort = rs.read_study_cohort(io.BytesIO(self.cohort_frame(admin).to_csv(index=False).encode()),
                                       name="study store cohort")
         joined = rs.join_reads(reads, cohort)
-        conf = raw[["case_id", "reader", "session", "confidence"]]
+        conf = raw[["case_id", "reader", "session", "confidence", *_AI_COLUMNS]]
+        # read_reads already parses confidence / ai_call: the store's own columns replace them
+        joined = joined.drop(columns=[c for c in conf.columns if c in joined.columns
+                                      and c not in ("case_id", "reader", "session")])
         out = joined.merge(conf, on=["case_id", "reader", "session"], how="left")
         out.attrs.update(joined.attrs)
         return out
+
+
+_AI_COLUMNS = ("ai_probability", "ai_threshold", "ai_call")
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script, split where sqlite3 says a statement is
+    complete (so a trigger's body stays whole); ``executescript`` would commit the open
+    transaction first, so each statement runs on its own inside it."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out
+
+
+def _box_text(box, case_id) -> str | None:
+    """A case's ROI box as stored (JSON list of four whole pixels), None for the whole image."""
+    if box is None or (isinstance(box, float) and math.isnan(box)):
+        return None
+    try:
+        values = [int(round(float(v))) for v in box]
+    except (TypeError, ValueError):
+        raise StudyError(f"Case {case_id}: the box {box!r} is not four numbers.") from None
+    if len(values) != 4 or values[2] <= values[0] or values[3] <= values[1] or min(values) < 0:
+        raise StudyError(f"Case {case_id}: the box {box!r} is not (x0, y0, x1, y1) with x1 > x0, y1 > y0.")
+    return json.dumps(values)
+
+
+def _box_of(text: str | None) -> tuple[int, int, int, int] | None:
+    return None if not text else tuple(json.loads(text))
 
 
 def _text_or_none(value) -> str | None:

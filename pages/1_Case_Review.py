@@ -311,6 +311,8 @@ with st.container(border=True):
                             f" Its operating threshold: {fused_threshold:.3f}."))
     else:
         c[0].metric("DL-UM P(malignant)", "—", help="Needs both images.")
+    # filled once the TTA range is computed, after the main result is on the screen
+    interval_slots = {"p_dlum": c[0].container()}
     for col, m, p in ((c[1], US, prediction.p_us_head), (c[2], MG, prediction.p_mg_head)):
         own = predictor.card.threshold_for(f"p_{m}_head")
         col.metric(f"{m.upper()} branch", "—" if p is None else f"{p:.3f}",
@@ -318,6 +320,7 @@ with st.container(border=True):
         if p is not None:
             col.caption("threshold " + ("not in the card" if own is None else
                                         f"{own:.3f} · {'above' if p >= own else 'below'}"))
+        interval_slots[f"p_{m}_head"] = col.container()
     with c[3]:
         if decision.made:
             st.badge(decision.label, color="red" if decision.biopsy_recommended else "green",
@@ -325,9 +328,33 @@ with st.container(border=True):
                            else ":material/event:"))
         else:
             st.badge(decision.label, color="orange", icon=":material/crop_free:")
+        flag_slot = st.container()
         st.caption(decision_text(decision) + " " + decision.calibration_text())
     st.caption("Lesion box · " + " · ".join(f"{MODALITY_NAMES[m]}: {states[m].describe()}"
                                             for m in MODALITIES if m in states))
+uncertainty = None
+with st.spinner("Computing the TTA range…"):
+    try:
+        uncertainty = cr.cached_uncertainty(model, digests[US], digests[MG], boxes[US], boxes[MG],
+                                            0, decision.output, decision.threshold, predictor,
+                                            prediction, decision, us_case, mg_case)
+    except DLUMError as exc:
+        res.show_error(exc, key="uncertainty")
+if uncertainty is not None:
+    shown = {"p_dlum": prediction.p_dlum, "p_us_head": prediction.p_us_head,
+             "p_mg_head": prediction.p_mg_head}
+    for output, slot in interval_slots.items():
+        if output in uncertainty.intervals and shown[output] is not None:
+            slot.caption(uncertainty.probability_text(shown[output], output))
+    if decision.made and uncertainty.uncertain:
+        flag_slot.badge("Uncertain", color="orange", icon=":material/help:")
+    if uncertainty.branches_disagree:
+        flag_slot.badge("Branches disagree", color="violet", icon=":material/call_split:")
+    if decision.made and uncertainty.uncertain:
+        st.warning(uncertainty.uncertain_text(), icon=":material/help:")
+    if uncertainty.branches_disagree:
+        st.info(uncertainty.branch_text, icon=":material/call_split:")
+    st.caption(uncertainty.method_text())
 if prediction.mode != "pair":
     st.info(f"**One image only — {decision.output_title}.** " + " ".join(decision.notes),
             icon=":material/looks_one:")
@@ -400,3 +427,21 @@ c[1].download_button("Overlays (PNG)",
 c[2].caption("The JSON holds the inputs (file names, hashes, ROI boxes, BI-RADS), the outputs, "
              "the decision, the model version and the timings. The PNG shows each network crop "
              "and, when computed, the CAMs of all blocks.")
+
+# ----------------------------------------------------------------------- printable report (PDF)
+# One A4 page (dlum.report_pdf through cr.case_report), built only when the button is clicked.
+c = st.columns([1, 3])
+c[0].download_button(
+    "Download report (PDF)",
+    partial(cr.case_report, predictor, prediction, decision, images, boxes, model=model, cams=cams,
+            method=method, target=target if prediction.mode == "pair" else "branch",
+            intervals=None if uncertainty is None else uncertainty.intervals,
+            branches_disagree=None if uncertainty is None else uncertainty.branches_disagree,
+            details=cr.report_details(badge, states,
+                                      example.title if example is not None else None)),
+    file_name="dlum_case_report.pdf", mime="application/pdf", on_click="ignore",
+    icon=":material/picture_as_pdf:", key="download_pdf")
+c[1].caption("A printable page: both images with their lesion boxes, the outputs with their "
+             "thresholds and per-case intervals, the decision, the CAMs of every block with a "
+             "colour bar (computed for the report when not shown here), the model version and "
+             "the research-use disclaimer.")

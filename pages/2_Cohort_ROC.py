@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dlum import disagreement
 from dlum import evaluation as cohort
 from dlum.app import figures
 from dlum.app.layout import page_config, table_with_download
@@ -16,6 +17,8 @@ from dlum.constants import SUBGROUPS, TEST
 from dlum.data.demo_study import synthetic_cohort, synthetic_predictions
 from dlum.errors import DLUMError
 from dlum.predictions import SCHEMA, Threshold, thresholds_for
+from dlum.stats import (BIRADS_3_4_RISK, collect_notes, decision_curves, net_benefit_at,
+                        net_benefit_display)
 from dlum.tables import csv_bytes
 
 page_config("Cohort ROC · DL-UM")
@@ -49,6 +52,21 @@ def subgroup_analysis(frame: pd.DataFrame, models: dict, subgroup: str, threshol
             cohort.delong_table(frame, models, subgroup, thresholds),
             cohort.operating_point_table(frame, models, subgroup, thresholds),
             cohort.calibration_tables(frame, models, subgroup, bins))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def decision_analysis(frame: pd.DataFrame, models: dict, subgroup: str, thresholds: dict):
+    notes: list[str] = []
+    with collect_notes(notes):
+        curves = decision_curves(frame, models, subgroup)
+        read_off = net_benefit_at(frame, models, subgroup, thresholds)
+    return curves, read_off, notes
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def branch_analysis(frame: pd.DataFrame, thresholds: dict, subgroup: str):
+    return (disagreement.disagreement_table(frame, thresholds, subgroup),
+            disagreement.disagreement_crosstab(frame, thresholds, subgroup))
 
 
 def shown_path(path) -> str:
@@ -239,6 +257,61 @@ table_with_download(calibration_long.round(4), calibration_long, f"calibration_{
                     caption="Observed fraction malignant per bin of predicted probability, Wilson 95% CIs.",
                     height=250)
 
+# ------------------------------------------------------------------------------ decision curves
+st.subheader(f"Decision curves, {subgroup} lesions")
+curves_nb, read_off, nb_notes = decision_analysis(data_frame, models, subgroup, numbers)
+for note in nb_notes:
+    st.info(note, icon=":material/info:")
+st.plotly_chart(figures.decision_curve_figure(
+    curves_nb, read_off, BIRADS_3_4_RISK, title=f"Net benefit of biopsy, {subgroup} lesions "
+    "(dots: each model at its own threshold)",
+    note="no decision curve: one class only" if curves_nb.empty else None), key="decision_curves")
+table_with_download(net_benefit_display(read_off), read_off, f"net_benefit_{subgroup}.csv",
+                    key="net_benefit",
+                    caption="Net benefit = TP/n − FP/n · pt/(1 − pt) at threshold probability pt "
+                            "(Vickers & Elkin 2006); biopsies avoided per 100 women = net reduction "
+                            "in biopsies against biopsying all, at no loss of cancers found. 2% is "
+                            "the BI-RADS 3/4 boundary (category 3: risk of malignancy ≤ 2%). A model "
+                            "is useful where its curve lies above both biopsy-all and biopsy-none.")
+
+# ------------------------------------------------------------------------ branch disagreement
+st.subheader(f"When the branches disagree, {subgroup} lesions")
+if not disagreement.has_branches(data_frame):
+    st.info("This table has no DL-UM branch outputs (`p_dlum`, `p_us_head`, `p_mg_head`): "
+            "branch disagreement cannot be shown.", icon=":material/info:")
+else:
+    every = {c: (user[c] if c in user else t.value) for c, t in base.items()}
+    branch_rows, branch_cross = branch_analysis(data_frame, every, subgroup)
+    table_with_download(disagreement.disagreement_display(branch_rows), branch_rows,
+                        f"branch_disagreement_{subgroup}.csv", key="disagreement",
+                        caption="Branches disagree: DL-UM's US head and MG head fall on opposite "
+                                "sides of their own thresholds (US "
+                                f"{every[disagreement.BRANCH_COLUMNS[0]]:.3f}, MG "
+                                f"{every[disagreement.BRANCH_COLUMNS[1]]:.3f}) — the model's "
+                                "analogue of discordant BI-RADS. DL-UM at its threshold "
+                                f"{every[disagreement.FUSED_COLUMN]:.3f}; DeLong and Wilson 95% CIs.")
+    table_with_download(disagreement.crosstab_display(branch_cross), branch_cross,
+                        f"branches_by_birads_{subgroup}.csv", key="disagreement_crosstab",
+                        caption="Branch agreement against BI-RADS concordance: cases (malignant).")
+
+# ---------------------------------------------------------------- certain and uncertain cases
+# (the checkpoint's own predictions only, when scripts/tta_cohort.py wrote its uncertainty.csv)
+if source == CHECKPOINT and (ckpt / "uncertainty.csv").is_file() and "p_dlum" in frame.columns:
+    from dlum.uncertainty_tables import (certainty_caption, certainty_display, certainty_table,
+                                         read_uncertainty)
+
+    st.subheader("Certain and uncertain cases")
+    try:
+        tta_intervals = read_uncertainty(ckpt / "uncertainty.csv",
+                                         name=shown_path(ckpt / "uncertainty.csv"))
+        certainty = certainty_table(frame, tta_intervals, {"p_dlum": base["p_dlum"]})
+    except DLUMError as exc:
+        show_error(exc, key="uncertainty")
+    else:
+        table_with_download(certainty_display(certainty), certainty, "certain_uncertain_test.csv",
+                            key="certainty", caption=certainty_caption(
+                                certainty, tta_intervals, card.name if card else ckpt.name))
+
 with st.expander("How these numbers are computed"):
     st.markdown(
         "- **AUC** and its 95% CI: DeLong's method (fast midrank algorithm), CI clipped to [0, 1] as "
@@ -247,4 +320,7 @@ with st.expander("How these numbers are computed"):
         "McNemar's test (continuity corrected) and, as in the article, the chi-square test.\n"
         "- **Subgroups**: concordant when the US and MG BI-RADS fall on the same side of 3/4, "
         "discordant otherwise; *all* also holds cases with an undetermined subgroup.\n"
+        "- **Decision curves**: net benefit of biopsy when P ≥ the threshold probability "
+        "(Vickers & Elkin 2006), checked against the dcurves package; **branches disagree** when "
+        "DL-UM's US and MG heads fall on opposite sides of their own thresholds.\n"
         "- Source: `dlum.stats` (checked against R's pROC, irr and vcd).")

@@ -1,6 +1,9 @@
-"""Reader Study: the article's Tables 2-4 recomputed, and the same analysis of your own reads.
+"""Reader Study: the article's Tables 2-4 recomputed, and the same analysis of your own reads
+(uploaded, or logged by the Reading Session), with the acceptance of DL-UM's suggestion (Fig. 5)
+and the unaided vs aided MRMC comparison.
 
-Layout and widgets only; every number comes from dlum.readers (dlum.stats underneath).
+Layout and widgets only; every number comes from dlum.readers and dlum.study_analysis (dlum.stats
+underneath).
 """
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from dlum import readers as rs
+from dlum import study_analysis as sa
+from dlum import study_store as ss
 from dlum.app import figures
 from dlum.app.layout import page_config, table_with_download
 from dlum.app.resources import show_error
+from dlum.app.study_sections import acceptance_section, mrmc_section
 from dlum.constants import SUBGROUPS
 from dlum.errors import DLUMError
 from dlum.stats import load_paper_tables
@@ -78,31 +84,58 @@ with published_tab:
 
 # -------------------------------------------------------------------------------------- your study
 with own_tab:
-    st.markdown("Upload a **reads table** (one row per read: `case_id, reader, modality (us|mg), "
-                "session (unaided|aided), call (benign|malignant)`, optional `birads, accepted_ai, "
-                "requested_explanation`) and the **cohort table** of those cases (`case_id, label, "
-                "us_birads, mg_birads`, or `case_id, label, subgroup`; a full cohort CSV works too).")
-    up1, up2 = st.columns(2)
-    reads_file = up1.file_uploader("Reads CSV", type=["csv"], key="reads_upload")
-    cohort_file = up2.file_uploader("Cohort CSV", type=["csv"], key="cohort_upload")
-    up1.download_button("Demo reads (template)", rs.DEMO_READS.read_bytes(), "demo_reads.csv", "text/csv",
-                        key="download_demo_reads", on_click="ignore", icon=":material/download:")
-    up2.download_button("Demo cohort (template)", rs.DEMO_COHORT.read_bytes(), "demo_cohort.csv", "text/csv",
-                        key="download_demo_cohort", on_click="ignore", icon=":material/download:")
+    sources = {"upload": "Uploaded reads (or the demo)", "store": "Study store (Reading Session)"}
+    source = st.radio("Reads from", list(sources), format_func=sources.get, horizontal=True, key="study_source")
+    if source == "store":
+        try:
+            store = ss.default_store()
+            if store.study() is None:
+                st.info(sa.NO_STUDY_NOTE, icon=":material/info:")
+                st.stop()
+            admin = st.session_state.get("admin")
+            if admin is None:
+                st.markdown("The study's reads need the **admin code** (the one set on the Reading Session "
+                            "page).")
+                code = st.text_input("Admin code", type="password", key="store_admin_code")
+                if not st.button("Sign in as admin", key="store_sign_in"):
+                    st.stop()
+                admin = st.session_state["admin"] = store.admin_sign_in(code)
+            joined, note = sa.load_store_study(store, admin)
+        except DLUMError as exc:
+            show_error(exc)
+            st.stop()
+        if joined is None:
+            st.info(note, icon=":material/info:")
+            st.stop()
+    else:
+        st.markdown("Upload a **reads table** (one row per read: `case_id, reader, modality (us|mg), "
+                    "session (unaided|aided), call (benign|malignant)`, optional `birads, accepted_ai, "
+                    "requested_explanation, confidence` (0-100, for MRMC), `ai_call` (DL-UM's suggestion)) "
+                    "and the **cohort table** of those cases (`case_id, label, us_birads, mg_birads`, or "
+                    "`case_id, label, subgroup`; a full cohort CSV works too).")
+        up1, up2 = st.columns(2)
+        reads_file = up1.file_uploader("Reads CSV", type=["csv"], key="reads_upload")
+        cohort_file = up2.file_uploader("Cohort CSV", type=["csv"], key="cohort_upload")
+        up1.download_button("Demo reads (template)", rs.DEMO_READS.read_bytes(), "demo_reads.csv", "text/csv",
+                            key="download_demo_reads", on_click="ignore", icon=":material/download:")
+        up2.download_button("Demo cohort (template)", rs.DEMO_COHORT.read_bytes(), "demo_cohort.csv", "text/csv",
+                            key="download_demo_cohort", on_click="ignore", icon=":material/download:")
 
-    use_demo = reads_file is None or cohort_file is None
-    if use_demo and (reads_file is not None or cohort_file is not None):
-        st.info("Upload both the reads and the cohort table; the demo is shown meanwhile.", icon=":material/info:")
-    try:
+        use_demo = reads_file is None or cohort_file is None
+        if use_demo and (reads_file is not None or cohort_file is not None):
+            st.info("Upload both the reads and the cohort table; the demo is shown meanwhile.",
+                    icon=":material/info:")
+        try:
+            if use_demo:
+                joined = load_study(None, "", None, "")
+            else:
+                joined = load_study(reads_file.getvalue(), reads_file.name, cohort_file.getvalue(),
+                                    cohort_file.name)
+        except DLUMError as exc:
+            show_error(exc)
+            st.stop()
         if use_demo:
-            joined = load_study(None, "", None, "")
-        else:
-            joined = load_study(reads_file.getvalue(), reads_file.name, cohort_file.getvalue(), cohort_file.name)
-    except DLUMError as exc:
-        show_error(exc)
-        st.stop()
-    if use_demo:
-        st.warning(rs.DEMO_NOTE, icon=":material/science:")
+            st.warning(rs.DEMO_NOTE, icon=":material/science:")
 
     st.caption(rs.study_summary(joined))
     has_birads = "birads" in joined.columns and joined["birads"].notna().any()
@@ -138,6 +171,9 @@ with own_tab:
                                     "as a share of all recommended biopsies of the session, missed malignancies "
                                     "as a share of all benign calls (the article's denominators). p: chi-square.")
 
+    st.subheader("Acceptance of DL-UM's suggestion (Fig. 5 style)")
+    acceptance_section(joined, key="own")
+
     st.subheader("Agreement between readers (Table 4 style)")
     table_with_download(rs.agreement_display(kappas), kappas, "agreement_kappa.csv", key="kappa",
                         caption="Weighted kappa with 95% CI (Fleiss–Cohen–Everitt SE). US vs MG: the i-th US "
@@ -145,3 +181,6 @@ with own_tab:
     heat_group = st.radio("Heatmap subgroup", list(SUBGROUPS), horizontal=True, key="heat_subgroup")
     st.plotly_chart(figures.kappa_heatmap(kappa_matrices(joined, heat_group, rating, weights_arg),
                                           title=f"Kappa between readers, {heat_group} lesions"), key="kappa_heatmap")
+
+    st.subheader("MRMC: unaided vs aided")
+    mrmc_section(joined, key="own")

@@ -221,3 +221,71 @@ def test_study_dir_setting(tmp_path):
     afile.write_text("x")
     with pytest.raises(SettingsError, match="DLUM_STUDY_DIR"):
         read_settings({"DLUM_STUDY_DIR": str(afile)})
+
+
+def test_a_version_2_file_gains_boxes_and_ai_columns_keeping_its_reads(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(ss.MIGRATIONS[0] + ss.MIGRATIONS[1] + "\nPRAGMA user_version = 2;")
+    con.execute("INSERT INTO study VALUES (1, 'old', 0, 1, '2024-01-01T00:00:00+00:00')")
+    con.execute("INSERT INTO readers (name, modality, experience, code_hash, created_at) "
+                "VALUES ('R1', 'us', 'junior', 'x', '2024-01-01T00:00:00+00:00')")
+    con.execute("INSERT INTO cases (case_id, position, label, subgroup) VALUES ('c0', 0, 1, 'concordant')")
+    con.execute("INSERT INTO reads (reader_id, case_id, session, position, birads, call, confidence, "
+                "submitted_at) VALUES (1, 'c0', 'unaided', 0, '4a', 'malignant', 70, '2024-01-02T00:00:00+00:00')")
+    con.commit()
+    con.close()
+    store = ss.StudyStore(path)
+    assert store.schema_version() == 3
+    con = sqlite3.connect(path)
+    assert {"us_box", "mg_box"} <= {r[1] for r in con.execute("PRAGMA table_info(cases)")}
+    assert {"ai_probability", "ai_threshold", "ai_call"} <= {r[1] for r in con.execute("PRAGMA table_info(reads)")}
+    row = con.execute("SELECT birads, call, confidence, ai_call FROM reads").fetchone()
+    assert row == ("4a", "malignant", 70, None)
+
+
+def test_boxes_are_kept_and_given_with_the_case(tmp_path):
+    store = ss.StudyStore(tmp_path / "s.sqlite")
+    admin = store.set_admin_code("admin-code")
+    cases = CASES.head(2).assign(us_image=["a.png", "b.png"], us_box=[(1, 2, 30, 40), None],
+                                 mg_box=[None, [5.2, 6, 50, 60]])
+    store.create_study(admin, cases, cohort_ref="test", washout_days=0)
+    store.add_reader(admin, "R1", "us", "junior", "code-r1")
+    reader = store.sign_in("R1", "code-r1")
+    first = store.case(reader, store.status(reader).case_id)
+    expected = {"c00": ((1, 2, 30, 40), None), "c01": (None, (5, 6, 50, 60))}
+    assert (first.us_box, first.mg_box) == expected[first.case_id]
+    with pytest.raises(StudyError, match="box"):
+        ss.StudyStore(tmp_path / "t.sqlite").create_study(
+            ss.StudyStore(tmp_path / "t.sqlite").set_admin_code("admin-code"),
+            CASES.head(1).assign(us_box=[(10, 10, 5, 20)]), cohort_ref="test")
+
+
+def test_what_dlum_showed_is_recorded_with_the_aided_read(setup):
+    store, admin, _ = setup
+    store.set_washout(admin, 0)
+    reader = store.sign_in("R1", "code-r1")
+    case = store.status(reader).case_id
+    with pytest.raises(StudyError, match="unaided"):
+        store.submit_read(reader, case, birads="3", call="benign", confidence=10,
+                          ai=ss.AIOutput(0.2, 0.5, "benign"))
+    read_all(store, reader)
+    shown = {}
+    status = store.status(reader)
+    while not status.finished:
+        p = (int(status.case_id[1:]) + 1) / 10
+        shown[status.case_id] = p
+        status = store.submit_read(reader, status.case_id, birads="4a", call="malignant", confidence=60,
+                                   accepted_ai=p >= 0.5, ai=ss.AIOutput(p, 0.5, "malignant" if p >= 0.5 else "benign"))
+    raw = store.reads_frame(admin)
+    aided = raw[raw["session"] == "aided"].set_index("case_id")
+    assert aided["ai_probability"].to_dict() == pytest.approx(shown)
+    assert (aided["ai_call"] == ["malignant" if shown[c] >= 0.5 else "benign" for c in aided.index]).all()
+    assert raw.loc[raw["session"] == "unaided", "ai_call"].isna().all()
+    joined = store.load_joined(admin)
+    assert joined.loc[joined["session"] == "aided", "ai_threshold"].eq(0.5).all()
+    for bad in (dict(probability=1.5, threshold=0.5, call="benign"),
+                dict(probability=0.5, threshold=float("nan"), call="benign"),
+                dict(probability=0.5, threshold=0.5, call="maybe")):
+        with pytest.raises(StudyError, match="DL-UM"):
+            ss.AIOutput(**bad)

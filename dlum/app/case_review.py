@@ -21,7 +21,9 @@ import io
 import json
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -62,7 +64,9 @@ __all__ = [
     "RoiState",
     "block_table",
     "box_from_selection",
+    "branch_disagreement",
     "build_report",
+    "case_report",
     "cached_cams",
     "cached_decode",
     "cached_finding",
@@ -71,6 +75,9 @@ __all__ = [
     "cam_methods",
     "cam_overlays",
     "case_tensors",
+    "CaseUncertainty",
+    "cached_uncertainty",
+    "case_uncertainty_of",
     "centre_from_selection",
     "centre_radius_box",
     "compute_case_cams",
@@ -85,6 +92,7 @@ __all__ = [
     "predict_case",
     "report_json",
     "report_lines",
+    "report_details",
     "report_png",
     "roi_figure",
     "run_finder",
@@ -628,6 +636,116 @@ def cached_prediction(model: str, us_digest: str | None, mg_digest: str | None,
     return predict_case(_predictor, _us, _mg, us_box, mg_box)
 
 
+# ------------------------------------------------------------------- uncertainty, disagreement
+@dataclass(frozen=True)
+class CaseUncertainty:
+    """What Case Review shows beside P(malignant): the TTA intervals of the outputs
+    (:mod:`dlum.uncertainty`), whether the call's output is *uncertain*, and whether the two
+    branches *disagree* (:func:`dlum.disagreement.branches_disagree`)."""
+
+    intervals: dict[str, Any]  # output -> dlum.uncertainty.Interval
+    output: str  # the output the call is made on
+    seconds: float = 0.0
+    branches_disagree: bool | None = None  # None: one image, or no branch thresholds
+    branch_text: str = ""
+
+    @property
+    def interval(self):
+        """The interval of the output the call is made on (None when not computed)."""
+        return self.intervals.get(self.output)
+
+    @property
+    def uncertain(self) -> bool:
+        return self.interval is not None and self.interval.uncertain
+
+    def probability_text(self, probability: float | None, output: str | None = None) -> str:
+        """E.g. ``0.620 (TTA range 0.48–0.71 over 5 views)``; the probability alone without an
+        interval. The range always holds the probability shown (:func:`dlum.uncertainty.holding`)."""
+        from dlum.uncertainty import holding
+
+        if probability is None:
+            return "—"
+        interval = self.intervals.get(output or self.output)
+        text = f"{probability:.3f}"
+        return (f"{text} ({holding(interval, probability).text()})" if interval is not None
+                else text)
+
+    def uncertain_text(self) -> str:
+        """One line on why the case is marked uncertain ("" when it is not)."""
+        iv = self.interval
+        if iv is None or not iv.uncertain:
+            return ""
+        return (f"**Uncertain:** the {iv.text()} straddles the operating threshold "
+                f"{iv.threshold:.3f}: small flips, shifts, zooms and contrast changes of the "
+                "patches move P across it, so the call could go either way.")
+
+    def method_text(self) -> str:
+        iv = self.interval
+        if iv is None:
+            return ""
+        spread = ("TTA range: the lowest to the highest P" if iv.is_range
+                  else f"TTA interval: the central {iv.level:.0%} of P")
+        return (f"{spread} over the un-augmented patches and {iv.views} augmented views (flip, "
+                f"shift, scale, gamma/contrast; seed {iv.seed}), computed in {self.seconds:.2f} s.")
+
+
+def branch_disagreement(p_us: float | None, p_mg: float | None,
+                        card: Card | None) -> tuple[bool | None, str]:
+    """Whether the US and MG branch heads fall on opposite sides of their own thresholds (the
+    card's ``thresholds_per_model``), and one line saying so; ``(None, "")`` with one image or a
+    card without both branch thresholds."""
+    from dlum.disagreement import branches_disagree
+
+    if p_us is None or p_mg is None or card is None:
+        return None, ""
+    t_us, t_mg = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
+    if t_us is None or t_mg is None:
+        return None, ""
+    disagree = bool(branches_disagree(p_us, p_mg, t_us, t_mg))
+    if not disagree:
+        return False, ""
+
+    def side(name: str, p: float, t: float) -> str:
+        call = "malignant" if p >= t else "benign"
+        return f"the {name} branch calls it {call} (P {p:.3f} {'≥' if p >= t else '<'} {t:.3f})"
+
+    return True, ("**Branches disagree:** " + side("ultrasound", p_us, t_us) + ", "
+                  + side("mammography", p_mg, t_mg) + ", each at its own threshold: the "
+                  "model's analogue of discordant BI-RADS.")
+
+
+def case_uncertainty_of(predictor: Predictor, prediction: PairPrediction, decision: Decision,
+                        us: CaseImage | None, mg: CaseImage | None, us_box: Box | None = None,
+                        mg_box: Box | None = None, *, seed: int = 0) -> CaseUncertainty:
+    """The TTA intervals of a case (:func:`dlum.uncertainty.case_uncertainty`, each output at the
+    card's threshold, the call's output at the decision's; a range holds the P shown, read in
+    the prediction's own forward: :func:`dlum.uncertainty.holding`) and the branches' agreement."""
+    from dlum.uncertainty import case_uncertainty, holding
+
+    card = predictor.card
+    thresholds = dict(card.operating_point.thresholds) if card.operating_point else {}
+    thresholds[decision.output] = decision.threshold
+    t0 = time.perf_counter()
+    intervals = case_uncertainty(
+        predictor, us.image if us is not None else None, mg.image if mg is not None else None,
+        us_box=us_box, mg_box=mg_box, thresholds=thresholds, seed=seed)
+    intervals = {k: holding(iv, getattr(prediction, k, None)) for k, iv in intervals.items()}
+    disagree, text = branch_disagreement(prediction.p_us_head, prediction.p_mg_head, card)
+    return CaseUncertainty(intervals, decision.output, time.perf_counter() - t0, disagree, text)
+
+
+@st.cache_data(show_spinner=False, max_entries=64, ttl=3600)
+def cached_uncertainty(model: str, us_digest: str | None, mg_digest: str | None,
+                       us_box: Box | None, mg_box: Box | None, seed: int,
+                       output: str, threshold: float, _predictor: Predictor,
+                       _prediction: PairPrediction, _decision: Decision, _us: CaseImage | None,
+                       _mg: CaseImage | None) -> CaseUncertainty:
+    """:func:`case_uncertainty_of`, cached like :func:`cached_prediction` plus the seed and the
+    call's output and threshold."""
+    return case_uncertainty_of(_predictor, _prediction, _decision, _us, _mg, us_box, mg_box,
+                               seed=seed)
+
+
 def cam_methods() -> tuple[str, ...]:
     """The CAM methods offered (Grad-CAM first, the default)."""
     from dlum.visualize.cam import CAM_METHODS
@@ -875,3 +993,75 @@ def report_png(
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------------ printable case report
+# Plain (not st.cache_data) cache: the PDF is built by st.download_button's deferred callable on
+# a thread without a ScriptRunContext, where st.cache_data logs a warning on every call.
+_PDF_CACHE: OrderedDict[tuple, bytes] = OrderedDict()
+_PDF_CACHE_LOCK = threading.Lock()
+_PDF_CACHE_ENTRIES = 8
+
+
+def report_details(badge: Badge, states: dict[str, RoiState] | None = None,
+                   example: str | None = None) -> list[str]:
+    """The PDF report's closing lines: the BI-RADS concordance, where each lesion box came from
+    and the example case's name."""
+    lines = [badge.text]
+    for m in MODALITIES:
+        if states and m in states:
+            lines.append(f"{MODALITY_NAMES[m]} lesion box: {states[m].describe()}.")
+    if example:
+        lines.append(f"Example case: {example}.")
+    return lines
+
+
+def case_report(predictor: Predictor, prediction: PairPrediction, decision: Decision,
+                images: dict[str, CaseImage], boxes: dict[str, Box | None], *, model: str = "",
+                cams: CAMResult | None = None, method: str = "Grad-CAM", target: str = "fused",
+                intervals: dict[str, Any] | None = None, branches_disagree: bool | None = None,
+                details: list[str] | tuple[str, ...] = ()) -> bytes:
+    """The one-page PDF case report of the case on the page (:mod:`dlum.report_pdf`).
+
+    CAMs of all five blocks are computed (``method``, ``target``; fp32) when the page has none;
+    the per-case intervals (``dlum.uncertainty``) and the branches' agreement
+    (``dlum.disagreement``) are computed when not given. Cached on the model, the images' hashes,
+    the boxes, the decision, the CAM method and target, and the closing lines.
+    """
+    from dlum.report_pdf import optional_branches_disagree, optional_intervals, report_for_case
+
+    given = {m: images[m] for m in MODALITIES if images.get(m) is not None}
+    pair = len(given) == 2
+    cam_key = (cams.method, cams.target) if cams is not None else (method,
+                                                                   target if pair else "branch")
+    key = (model or predictor.version, tuple((m, c.digest, boxes.get(m)) for m, c in given.items()),
+           decision.label, decision.output, decision.probability, decision.threshold, cam_key,
+           tuple(details), branches_disagree,
+           None if intervals is None else tuple(sorted(
+               (k, float(v.low), float(v.high), bool(v.uncertain)) for k, v in intervals.items())))
+    with _PDF_CACHE_LOCK:
+        if key in _PDF_CACHE:
+            _PDF_CACHE.move_to_end(key)
+            return _PDF_CACHE[key]
+    us, mg = given.get(US), given.get(MG)
+    if cams is None:
+        cams = compute_case_cams(predictor, us, mg, boxes.get(US), boxes.get(MG),
+                                 method=cam_key[0], target=cam_key[1])
+    if intervals is None:
+        intervals = optional_intervals(predictor, decision,
+                                       us=us.image if us is not None else None,
+                                       mg=mg.image if mg is not None else None,
+                                       us_box=boxes.get(US), mg_box=boxes.get(MG))
+    if branches_disagree is None:
+        branches_disagree = optional_branches_disagree(prediction, predictor.card)
+    data = report_for_case(predictor, prediction, decision,
+                           images={m: c.image for m, c in given.items()},
+                           boxes={m: boxes.get(m) for m in given},
+                           names={m: c.name for m, c in given.items()}, cams=cams,
+                           intervals=intervals, branches_disagree=branches_disagree,
+                           details=list(details))
+    with _PDF_CACHE_LOCK:
+        _PDF_CACHE[key] = data
+        while len(_PDF_CACHE) > _PDF_CACHE_ENTRIES:
+            _PDF_CACHE.popitem(last=False)
+    return data

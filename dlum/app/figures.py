@@ -23,6 +23,7 @@ __all__ = [
     "kappa_heatmap",
     "kappa_forest",
     "biopsy_bars",
+    "acceptance_bars",
 ]
 
 #: One colour per model, the same on every figure.
@@ -190,4 +191,98 @@ def biopsy_bars(table: pd.DataFrame, metric: str = "unnecessary_biopsies", metri
     _style(fig, barmode="group", title=title or label.capitalize() + " by reader",
                       height=420, legend=dict(orientation="h", y=-0.2))
     fig.update_yaxes(title=label + (" (%)" if percent else ""), row=1, col=1)
+    return fig
+
+
+#: Accepted / rejected DL-UM suggestions (Fig. 5 style bars).
+ACCEPTANCE_COLORS = {"accepted": "#1f4e9c", "rejected": "#e07a1f"}
+
+
+def acceptance_bars(table: pd.DataFrame, title: str = "Acceptance of DL-UM's suggestion") -> go.Figure:
+    """Stacked horizontal bars, accepted vs rejected share of each reader's aided reads, one panel
+    per subgroup, as Fig. 5 of Xu et al. 2025 (from ``dlum.study_analysis.acceptance``; a reader
+    without reads in a subgroup has no bar)."""
+    groups = [g for g in SUBGROUPS if g in set(table["subgroup"])]
+    fig = make_subplots(rows=1, cols=max(len(groups), 1), subplot_titles=groups, shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    for col, g in enumerate(groups, start=1):
+        part = table[table["subgroup"] == g]
+        labels = [f"{r} ({m.upper()})" if m else r for r, m in zip(part["reader"], part["modality"])]
+        reads = part["reads"].to_numpy(dtype=float)
+        for kind, color in ACCEPTANCE_COLORS.items():
+            count = part[kind].to_numpy(dtype=float)
+            share = np.divide(100 * count, reads, out=np.full_like(count, np.nan), where=reads > 0)
+            fig.add_trace(go.Bar(
+                y=labels, x=share, orientation="h", name=kind, legendgroup=kind, showlegend=col == 1,
+                marker_color=color, customdata=np.column_stack([count, reads]),
+                text=[f"{v:.0f}%" if np.isfinite(v) else "" for v in share], textposition="inside",
+                hovertemplate="%{y}: %{customdata[0]:.0f} of %{customdata[1]:.0f} reads (%{x:.1f}%)"
+                              f"<extra>{kind}, {g}</extra>"), row=1, col=col)
+        fig.update_xaxes(range=[0, 100], title="% of aided reads", row=1, col=col)
+    n_rows = table["reader"].nunique() if len(table) else 1
+    _style(fig, barmode="stack", title=title, height=160 + 40 * n_rows, legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+# ------------------------------------------------------------------------------- decision curves
+__all__ += ["decision_curve_figure"]
+
+
+def decision_curve_figure(curves: pd.DataFrame, operating: pd.DataFrame | None = None,
+                          risk: float | None = 0.02, title: str = "Decision curves",
+                          note: str | None = None) -> go.Figure:
+    """Net benefit against threshold probability (Vickers & Elkin 2006), one line per model,
+    with treat-all and treat-none; a dashed marker at ``risk`` (2%: the BI-RADS 3/4 boundary).
+
+    ``curves`` is ``dlum.stats.decision_curves``' long table; ``operating`` (from
+    ``dlum.stats.net_benefit_at``) adds a dot at each model's operating threshold. The y-axis runs
+    from a little below 0 to a little above the largest net benefit (treat-all plunges to −∞ as
+    the threshold nears 1). An empty table draws the axes and ``note``.
+    """
+    fig = go.Figure()
+    names = list(dict.fromkeys(curves["model"])) if len(curves) else []
+    if names:
+        first = curves[curves["model"] == names[0]]
+        fig.add_trace(go.Scatter(x=first["threshold"], y=first["treat_all"], mode="lines",
+                                 name="Biopsy all", line=dict(color="#9aa5b1", width=1.5),
+                                 hovertemplate="biopsy all<br>threshold %{x:.3f}<br>net benefit "
+                                               "%{y:.4f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=first["threshold"], y=first["treat_none"], mode="lines",
+                                 name="Biopsy none", line=dict(color="#2c3e50", width=1.2),
+                                 hoverinfo="skip"))
+    for i, name in enumerate(names):
+        part = curves[curves["model"] == name]
+        color = _color(name, i)
+        fig.add_trace(go.Scatter(
+            x=part["threshold"], y=part["net_benefit"], mode="lines", name=name,
+            line=dict(color=color, width=2.5, dash="dash" if "branch" in name else "solid"),
+            customdata=part["biopsies_avoided_per_100"],
+            hovertemplate=(f"{name}<br>threshold %{{x:.3f}}<br>net benefit %{{y:.4f}}"
+                           "<br>biopsies avoided per 100: %{customdata:.1f}<extra></extra>")))
+        if operating is not None and name in set(operating["model"]):
+            row = operating[operating["model"] == name].iloc[0]
+            if np.isfinite(row["net_benefit"]):
+                fig.add_trace(go.Scatter(
+                    x=[row["threshold"]], y=[row["net_benefit"]], mode="markers", showlegend=False,
+                    marker=dict(color=color, size=11, line=dict(color="white", width=2)),
+                    hovertemplate=(f"{name} at its threshold {row['threshold']:.3f}<br>net benefit "
+                                   f"{row['net_benefit']:.4f}<extra></extra>")))
+    values = (curves[["net_benefit", "treat_all"]].to_numpy(dtype=float).ravel()
+              if names else np.array([]))
+    values = values[np.isfinite(values)]
+    top = float(values.max()) if values.size and values.max() > 0 else 0.1
+    if risk is not None:
+        fig.add_vline(x=risk, line=dict(color="#c0392b", dash="dash", width=1.5))
+        fig.add_annotation(x=risk, y=top * 1.08, text=f"BI-RADS 3/4 ({100 * risk:g}%)",
+                           showarrow=False, xanchor="left", yanchor="top", xshift=4,
+                           font=dict(color="#c0392b", size=12))
+    if note:
+        fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", text=note, showarrow=False,
+                           font=dict(size=14, color="#7f8c9a"))
+    _style(fig, title=title, height=460, legend=dict(x=0.98, y=0.98, xanchor="right",
+                                                     yanchor="top", bgcolor="rgba(255,255,255,0.85)"))
+    fig.update_xaxes(title="Threshold probability of malignancy (biopsy when P ≥ threshold)",
+                     range=[0, 1])
+    fig.update_yaxes(title="Net benefit", range=[-max(0.02, 0.25 * top), top * 1.1])
     return fig

@@ -19,7 +19,7 @@ from dlum import study_store as ss
 from dlum.app.layout import table_with_download
 from dlum.app.resources import show_error
 from dlum.constants import MG, US
-from dlum.errors import DLUMError
+from dlum.errors import DLUMError, InputError
 from dlum.settings import REPO_ROOT
 
 __all__ = ["PREPARED_COHORT", "DEMO", "cohort_choices", "demo_cases", "prepared_cases", "uploaded_cases",
@@ -62,22 +62,25 @@ def _birads_text(value) -> str:
 
 def prepared_cases(split: str, path: Path = PREPARED_COHORT) -> pd.DataFrame:
     """One split of the prepared public cohort, with its images (pseudo-pairs, no clinical fields)."""
-    from dlum.data.manifest import derive_subgroup, read_cohort
+    from dlum.data.manifest import case_box, derive_subgroup, read_cohort
 
     table = read_cohort(path, check_images=False)
     table = table[table["split"] == split]
     return pd.DataFrame({"case_id": table["case_id"], "label": table["label"].astype(int),
                          "subgroup": derive_subgroup(table["us_birads"], table["mg_birads"]),
                          "us_image": table["us_image"], "mg_image": table["mg_image"],
+                         **{f"{m}_box": [case_box(row, m) for _, row in table.iterrows()] for m in (US, MG)},
                          "info": [{} for _ in range(len(table))]})
 
 
 def uploaded_cases(data: bytes, name: str) -> pd.DataFrame:
     """An uploaded cohort (:data:`dlum.readers.STUDY_COHORT_SCHEMA`); its other columns (not the
     pathology, subgroup, BI-RADS, paths or boxes) are shown to readers as clinical fields."""
+    from dlum.data.manifest import case_box
+
     cohort = rs.read_study_cohort(io.BytesIO(data), name=name)
     raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False).loc[:, lambda f: ~f.columns.duplicated()]
-    raw = raw.set_index(raw.index + 2)  # read_table numbers data rows from 2 (the header is row 1)
+    raw = raw.set_index(raw.index + 1)  # read_table numbers data rows from 1 (the first under the header)
     raw = raw.reindex(cohort.index)
     shown = [c for c in raw.columns if c not in _HIDDEN]
     info = [{c: r[c] for c in shown if str(r[c]).strip()} for _, r in raw.iterrows()]
@@ -86,6 +89,11 @@ def uploaded_cases(data: bytes, name: str) -> pd.DataFrame:
     for col in ("us_image", "mg_image"):
         if col in raw.columns:
             out[col] = raw[col].to_numpy()
+    for m in (US, MG):
+        try:
+            out[f"{m}_box"] = [case_box(row, m) for _, row in raw.iterrows()]
+        except ValueError as exc:
+            raise InputError(f"a {m.upper()} box is not four numbers ({exc})", name) from None
     return out
 
 
@@ -116,19 +124,92 @@ def _predictions(ref: str) -> tuple[pd.DataFrame, float, str] | None:
     return frame[["case_id", "p_dlum"]], float(threshold), f"checkpoint `{ckpt.name}` predictions"
 
 
-def ai_output(ref: str, case_id: str) -> dict | None:
-    """DL-UM's output for a case: ``probability, threshold, call, source``; None when the
-    checkpoint (or demo) has no prediction for it."""
+def ai_output(ref: str, case_id: str, case: ss.StudyCase | None = None) -> dict | None:
+    """DL-UM's output for a case: ``probability, threshold, call, source``.
+
+    The checkpoint's predictions table (or the demo's) when it has the case; otherwise, when the
+    case has images and a model is loaded, DL-UM reads them live (:func:`_live_output`). None when
+    neither gives a call."""
     found = _predictions(ref)
-    if found is None:
+    if found is not None:
+        frame, threshold, source = found
+        row = frame[frame["case_id"] == case_id]
+        if not row.empty:
+            p = float(row["p_dlum"].iloc[0])
+            return {"probability": p, "threshold": threshold, "source": source,
+                    "call": "malignant" if p >= threshold else "benign"}
+    if case is None or not (case.us_image or case.mg_image) or ref == DEMO:
         return None
-    frame, threshold, source = found
-    row = frame[frame["case_id"] == case_id]
-    if row.empty:
+    from dlum.app.resources import get_predictor, model_key
+
+    predictor = get_predictor()
+    if predictor is None:
         return None
-    p = float(row["p_dlum"].iloc[0])
-    return {"probability": p, "threshold": threshold, "source": source,
-            "call": "malignant" if p >= threshold else "benign"}
+    return _live_output(model_key(predictor), case.us_image, case.mg_image, case.us_box, case.mg_box,
+                        predictor)
+
+
+def _read_or_none(path: str | None):
+    from dlum.data.io import read_image
+
+    return read_image(path) if path else None
+
+
+@st.cache_data(show_spinner="DL-UM is reading the case…", max_entries=32)
+def _live_output(model: str, us_image: str | None, mg_image: str | None, us_box, mg_box,
+                 _predictor) -> dict | None:
+    """DL-UM on the case's images and boxes, judged at the card's threshold (:func:`dlum.decision.decide`);
+    None when no call is made (e.g. a whole image without a box)."""
+    from dlum.decision import decide
+
+    prediction = _predictor.predict_pair(us=_read_or_none(us_image), mg=_read_or_none(mg_image),
+                                         us_box=us_box, mg_box=mg_box)
+    decision = decide(prediction, _predictor.card)
+    if decision.biopsy_recommended is None:
+        return None
+    return {"probability": float(decision.probability), "threshold": float(decision.threshold),
+            "source": f"DL-UM {_predictor.version}, read live ({decision.output_title})",
+            "call": "malignant" if decision.biopsy_recommended else "benign"}
+
+
+# ------------------------------------------------------------------------------------ explanation
+@st.cache_data(show_spinner="Computing the heatmaps…", max_entries=16)
+def _explanation(model: str, us_image: str | None, mg_image: str | None, us_box, mg_box,
+                 _predictor) -> dict:
+    """Block-5 Grad-CAM overlays (RGB uint8) of DL-UM's output on each image's network patch,
+    as the heatmaps of Fig. 2E of Xu et al. (the Case Review page shows all five blocks)."""
+    from dlum.app.case_review import cam_overlays, compute_case_cams, image_from_array, network_patch
+
+    images = {m: image_from_array(_read_or_none(p), str(p), m, origin="study")
+              for m, p in ((US, us_image), (MG, mg_image)) if p}
+    boxes = {US: us_box, MG: mg_box}
+    cams = compute_case_cams(_predictor, images.get(US), images.get(MG), us_box, mg_box)
+    patches = {m: network_patch(c.image, boxes[m], _predictor.input_size) for m, c in images.items()}
+    return {m: layers[-1] for m, layers in cam_overlays(patches, cams).items()}
+
+
+def _show_explanation(case: ss.StudyCase) -> None:
+    """The heatmaps of an aided case whose reader asked for them (or why there are none)."""
+    if not case.us_image and not case.mg_image:
+        st.caption("Explanation request logged. This cohort has no images, so there are no heatmaps to show.")
+        return
+    from dlum.app.resources import get_predictor, model_key
+
+    try:
+        predictor = get_predictor()
+        if predictor is None:
+            st.caption("Explanation request logged. No DL-UM model is loaded, so there are no heatmaps.")
+            return
+        overlays = _explanation(model_key(predictor), case.us_image, case.mg_image, case.us_box,
+                                case.mg_box, predictor)
+    except (DLUMError, OSError) as exc:
+        st.warning(f"The heatmaps cannot be computed: {exc}", icon=":material/broken_image:")
+        return
+    cols = st.columns(len(overlays))
+    for col, (m, picture) in zip(cols, overlays.items()):
+        col.image(picture, caption=f"{_MODALITY[m]}: lesion patch, Grad-CAM of DL-UM (block 5)",
+                  width="stretch")
+    st.caption("Warmer colours mark the regions that pushed DL-UM towards malignant.")
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -213,7 +294,7 @@ def _read_case(store: ss.StudyStore, reader: ss.Reader, status: ss.Status, study
     accepted = None
     ai = None
     if aided:
-        ai = ai_output(study["cohort_ref"], case.case_id)
+        ai = ai_output(study["cohort_ref"], case.case_id, case)
         with st.container(border=True):
             st.markdown("**DL-UM**")
             if ai is None:
@@ -229,9 +310,7 @@ def _read_case(store: ss.StudyStore, reader: ss.Reader, status: ss.Status, study
                 if st.button("Explain (show heatmaps)", key=f"explain_{key}", icon=":material/visibility:"):
                     store.request_explanation(reader, case.case_id)
                 if store.explanation_requested(reader, case.case_id):
-                    st.caption("Explanation request logged. Heatmaps need the case's images and the loaded "
-                               "model" + ("; open this case in Case Review to see them." if case.us_image
-                                          else ": this cohort has no images, so there are none to show."))
+                    _show_explanation(case)
 
     birads_help = f"Your {_MODALITY[reader.modality].lower()} BI-RADS"
     c1, c2, c3 = st.columns(3)
@@ -249,7 +328,9 @@ def _read_case(store: ss.StudyStore, reader: ss.Reader, status: ss.Status, study
             return
         try:
             store.submit_read(reader, case.case_id, birads=birads, call=call, confidence=confidence,
-                              accepted_ai=None if accepted is None else accepted == "accept")
+                              accepted_ai=None if accepted is None else accepted == "accept",
+                              ai=None if ai is None else ss.AIOutput(ai["probability"], ai["threshold"],
+                                                                     ai["call"]))
         except DLUMError as exc:
             show_error(exc)
             return
@@ -369,6 +450,10 @@ def _analysis(store: ss.StudyStore, admin: ss.Admin) -> None:
         st.info(rs.explanation_note(joined) or "No explanation requests yet.", icon=":material/info:")
     else:
         table_with_download(rs.explanation_display(explain), explain, "study_explanations.csv", key="study_explain")
+    st.markdown("**Acceptance of DL-UM's suggestion (Fig. 5 style)**")
+    from dlum.app.study_sections import acceptance_section
+
+    acceptance_section(joined, key="study")
     st.markdown("**Agreement between readers (Table 4 style)**")
     kappas = rs.agreement(joined)
     table_with_download(rs.agreement_display(kappas), kappas, "study_kappa.csv", key="study_kappa")

@@ -89,11 +89,7 @@ PAPER_CITATION = (
 )
 PAPER_URL = "https://doi.org/10.1186/s13058-025-02033-6"
 
-DISCLAIMER = (
-    "**For research use only.** Not a medical device and not for clinical decisions. "
-    "The shipped model was trained on public single-modality datasets paired across different "
-    "women (pseudo-pairs); its outputs describe that demonstration cohort, not your patients."
-)
+from dlum.constants import DISCLAIMER  # noqa: E402  (one text: pages and the PDF report)
 
 # ------------------------------------------------------------------------------------ checkpoint
 def checkpoint_dir() -> Path:

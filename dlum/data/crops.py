@@ -108,6 +108,12 @@ class CropSet:
         table = np.asarray(list(self.digests[modality]) + [""], dtype=object)
         return table[self.index[modality]]  # -1 (no crop) picks the trailing ""
 
+    def check_matches(self, cohort: pd.DataFrame) -> None:
+        """Raise InputError when these crops are not those of ``cohort`` (:meth:`mismatch`)."""
+        problem = self.mismatch(cohort)
+        if problem:
+            raise InputError(f"the crops are not those of the cohort table: {problem}")
+
     def mismatch(self, cohort: pd.DataFrame) -> str | None:
         """Why these crops cannot be those of ``cohort``, or None.
 

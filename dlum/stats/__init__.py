@@ -8,6 +8,8 @@
   Landis & Koch wording (``kappa_band``).
 - ``cluster``: AUC CIs from a two-way cluster bootstrap (US patients x MG women) for pseudo-pairs.
 - ``calibration``: expected calibration error (equal-count bins) and Brier score.
+- ``decision_curve``: net benefit of biopsy by a model, treat-all and treat-none, and net biopsies
+  avoided per 100 women (Vickers & Elkin 2006; checked against dcurves).
 - ``mrmc``: multi-reader multi-case comparison of treatments (Obuchowski–Rockette with Hillis df, as
   R's MRMCaov): AUC, sensitivity or specificity; random or fixed readers or cases.
 - ``subgroups``: one tidy table per rater and subgroup (all / concordant / discordant).
@@ -29,6 +31,14 @@ from dlum.stats.cluster import (
     cluster_bootstrap_auc_ci,
     pair_clusters,
     weighted_auc,
+)
+from dlum.stats.decision_curve import (
+    BIRADS_3_4_RISK,
+    DECISION_THRESHOLDS,
+    decision_curves,
+    net_benefit,
+    net_benefit_at,
+    net_benefit_display,
 )
 from dlum.stats.decisions import (
     BinaryMetrics,
@@ -99,6 +109,13 @@ __all__ = [
     "weighted_kappa",
     "biopsy_metrics",
     "subgroup_summary",
+    # decision curves (Vickers & Elkin 2006)
+    "BIRADS_3_4_RISK",
+    "DECISION_THRESHOLDS",
+    "net_benefit",
+    "decision_curves",
+    "net_benefit_at",
+    "net_benefit_display",
     # multi-reader multi-case analysis
     "mrmc",
     # curves, operating points and tables for the app and benchmarks

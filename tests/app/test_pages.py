@@ -221,7 +221,8 @@ def test_case_review_real_dicom_and_png_pair(use_checkpoint, shared_data, predic
     assert captions.count("Input (ROI crop)") == 2
     assert sum(c.startswith("Block ") for c in captions) == 10
     assert "relative within each image" in _texts(at)
-    assert [b.label for b in at.get("download_button")] == ["Report (JSON)", "Overlays (PNG)"]
+    assert [b.label for b in at.get("download_button")] == ["Report (JSON)", "Overlays (PNG)",
+                                                           "Download report (PDF)"]
 
 
 def test_case_review_one_modality_is_marked(use_checkpoint):

@@ -53,7 +53,7 @@ def test_cohort_roc_with_uploaded_predictions(no_checkpoint):
     _run(at)
     _upload_predictions(at, make_predictions(90).to_csv(index=False).encode())
     assert not at.error
-    assert _plotly(at) == 3  # ROC, confusion matrix, calibration
+    assert _plotly(at) == 4  # ROC, confusion matrix, calibration, decision curves
     assert len(at.dataframe) >= 6  # AUCs, DeLong, metrics, biopsies, paired tests, calibration
     # no card and no validation rows: 0.5 for every model, and the page says so
     assert at.slider(key="threshold_p_dlum").value == 0.5
@@ -95,7 +95,7 @@ def test_cohort_roc_uses_the_checkpoint_predictions_and_each_models_card_thresho
     assert used["DL-UM"][0] == "0.350" and used["DL-U"][0] == "0.600"
     assert "card" in used["DL-U"][1] and "0.5" in used["DL-M"][1]  # DL-M: not in the card
     assert any("Pseudo-paired cohort" in w.value for w in at.warning)
-    assert _plotly(at) == 3 and not at.error
+    assert _plotly(at) == 4 and not at.error  # with the decision curves
 
 
 def test_cohort_roc_on_the_shipped_checkpoint_equals_the_readme_table(monkeypatch):
@@ -146,7 +146,7 @@ def test_cohort_roc_one_class_subgroup_is_a_note(no_checkpoint):
     _run(at)
     assert not at.error
     assert any("one class" in i.value for i in at.info)
-    assert _plotly(at) == 3
+    assert _plotly(at) == 4  # with the decision curves
 
 
 def test_cohort_roc_synthetic_example_is_labelled(no_checkpoint):
@@ -155,7 +155,7 @@ def test_cohort_roc_synthetic_example_is_labelled(no_checkpoint):
     at.radio(key="source").set_value("Synthetic example")
     _run(at)
     assert any("Synthetic example, not model output" in w.value for w in at.warning)
-    assert _plotly(at) == 3
+    assert _plotly(at) == 4  # with the decision curves
 
 
 # ---------------------------------------------------------------------------------- Reader Study
@@ -168,8 +168,9 @@ def test_reader_study_published_and_demo():
     for heading in ("Table 2 ·", "Table 3 ·", "Table 4 ·", "Performance and biopsies", "Explanation requests",
                     "Agreement between readers"):
         assert any(t.startswith(heading) for t in texts), (heading, texts)
-    assert _plotly(at) == 3  # published kappa forest, biopsy bars, kappa heatmap
-    assert len(at.dataframe) == 3 + 4  # Tables 2-4; performance, changes, explanations, agreement
+    assert _plotly(at) == 4  # published kappa forest, biopsy bars, acceptance bars, kappa heatmap
+    assert len(at.dataframe) == 3 + 5  # Tables 2-4; performance, changes, explanations, acceptance, agreement
+    assert any(i.value.startswith("MRMC needs") for i in at.info)  # the demo has no confidence ratings
     at.radio(key="rating").set_value("birads")
     at.radio(key="heat_subgroup").set_value("discordant")
     _run(at)
@@ -192,7 +193,7 @@ def test_reader_study_with_uploaded_study():
     assert not at.error
     assert not any("DEMO data" in w.value for w in at.warning)
     assert any("24 cases, 4 readers" in c.value for c in at.caption)
-    assert _plotly(at) == 3
+    assert _plotly(at) == 4  # with the acceptance bars
 
 
 def test_reader_study_malformed_reads_show_an_error():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -107,3 +109,35 @@ def test_aided_session_shows_dlum_logs_the_explanation_and_the_acceptance(study_
     run(at.button(key="submit_aided_0").click())
     read = store.my_reads(reader).query("session == 'aided'").iloc[0]
     assert read["accepted_ai"] == 0 and read["requested_explanation"] == 1 and read["birads"] == "4c"
+
+
+def test_an_image_cohort_is_read_live_and_explain_shows_heatmaps(study_dir, use_checkpoint, shared_data):
+    """Without a predictions table for the cohort, DL-UM reads the case's images live; "explain"
+    shows a Grad-CAM heatmap per image, and what DL-UM showed is recorded with the read."""
+    data = shared_data
+    us, mg = data / "us" / "busbra" / "Images" / "bus_0001-l.png", data / "mg" / "mias" / "images" / "mdb001.png"
+    store = ss.StudyStore(study_dir / ss.STORE_FILE)
+    admin = store.set_admin_code("admin-pass")
+    cases = pd.DataFrame({"case_id": ["k1"], "label": [1], "subgroup": ["concordant"], "us_image": [str(us)],
+                          "mg_image": [str(mg)], "us_box": [(40, 40, 200, 180)], "mg_box": [(330, 400, 740, 800)],
+                          "info": [{}]})
+    store.create_study(admin, cases, cohort_ref="upload:images.csv", washout_days=0)
+    store.add_reader(admin, "R1", "us", "senior", "code-r1")
+    reader = store.sign_in("R1", "code-r1")
+    store.submit_read(reader, "k1", birads="4a", call="malignant", confidence=70)
+
+    at = sign_in("R1", "code-r1")
+    assert len(at.metric) == 2, "DL-UM's live output is shown"
+    shown = float(at.metric[0].value)
+    assert len(at.get("image")) == 2, "the two images"
+    at = run(at.button(key="explain_aided_0").click())
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(at.get("image")) == 4 and sum("Grad-CAM" in c for c in captions) == 2, captions
+    at.radio(key="accept_aided_0").set_value("accept")
+    at.selectbox(key="birads_aided_0").set_value("4b")
+    at.radio(key="call_aided_0").set_value("malignant")
+    run(at.button(key="submit_aided_0").click())
+    read = store.reads_frame(admin).query("session == 'aided'").iloc[0]
+    assert read["ai_probability"] == pytest.approx(shown, abs=5e-4)
+    assert read["ai_call"] in {"benign", "malignant"} and read["requested_explanation"] == "true"
+    assert (read["ai_call"] == "malignant") == (read["ai_probability"] >= read["ai_threshold"])
