@@ -495,23 +495,14 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the augmented views (default 0; needs --uncertainty)")
     parser.add_argument("--timing", action="store_true",
                         help="add the seconds taken, the device and the precision to the JSON")
-    parser.add_argument("--report", metavar="FILE.pdf", default=None, help=_report_help())
+    parser.add_argument("--report", metavar="FILE.pdf", default=None,
+                        help="write a one-page PDF case report: both images with their lesion "
+                        "boxes, the outputs with their thresholds and per-case test-time-augmentation ranges, the decision, "
+                        "the CAMs of blocks 1-5 (float32, --cam-method) with a colour bar, the model "
+                        "version and the research-use disclaimer")
     parser.add_argument("--force", action="store_true",
                         help="replace CAM images that --cam already holds, or the --report file "
                         "(never done without it)")
-
-
-def _report_help() -> str:
-    """--report's help; it names the per-case intervals only where dlum.uncertainty is installed
-    (found without importing it, so that --help stays instant)."""
-    from importlib.util import find_spec
-
-    intervals = (", their per-case test-time-augmentation intervals (dlum.uncertainty)"
-                 if find_spec("dlum.uncertainty") is not None else "")
-    return ("write a one-page PDF case report: both images with their lesion boxes, the outputs "
-            f"with their thresholds{intervals}, the decision, the CAMs of blocks 1-5 (float32, "
-            "--cam-method) with a colour bar, the model version and the research-use disclaimer. "
-            "predict reads one case, so the report is one page")
 
 
 def _predict_run(args: argparse.Namespace) -> int:
@@ -554,36 +545,44 @@ def _predict_run(args: argparse.Namespace) -> int:
     out = case_result(prediction, decision, inputs=inputs)
     if found is not None:
         out["us_roi_found"] = found
+    intervals = cams = None
+    if args.uncertainty or args.report:  # computed once for the JSON and the PDF
+        from dlum.uncertainty import decision_intervals
+
+        intervals = decision_intervals(predictor, prediction, decision, us_source, args.mg,
+                                       us_box=us_box, mg_box=mg_box, seed=args.tta_seed or 0)
     if args.uncertainty:
-        out.update(_uncertainty_fields(predictor, prediction, decision, us_source, args.mg,
-                                       us_box, mg_box, seed=args.tta_seed or 0))
+        out.update(_uncertainty_fields(predictor, prediction, decision, intervals))
     if args.timing:
         out["run"] = {"seconds": round(prediction.seconds, 4), "device": prediction.device,
                       "precision": prediction.precision}
+    if args.report:
+        out["report_file"], cams = _write_case_report(args, predictor, prediction, decision,
+                                                      us_source, us_box, mg_box, intervals)
     if args.cam:
         from dlum.visualize.cam import write_cam_overlays
 
         out["cam_files"] = write_cam_overlays(predictor, args.cam, us=args.us, mg=args.mg,
-                                              us_box=us_box, mg_box=mg_box, method=args.cam_method)
-    if args.report:
-        out["report_file"] = _write_case_report(args, predictor, prediction, decision,
-                                                us_source, us_box, mg_box)
+                                              us_box=us_box, mg_box=mg_box, method=args.cam_method,
+                                              cams=cams)
     print(json.dumps(out, indent=2, allow_nan=False))
     return 0
 
 
 def _write_case_report(args: argparse.Namespace, predictor, prediction, decision, us_source,
-                       us_box, mg_box) -> str:
-    """``predict --report``: the one-page PDF (:mod:`dlum.report_pdf`), with the per-case
-    intervals where dlum.uncertainty is installed, written atomically."""
+                       us_box, mg_box, intervals) -> tuple[str, object]:
+    """``predict --report``: the one-page PDF (:mod:`dlum.report_pdf`) with the per-case
+    intervals, written atomically; returns its path and the CAMs it drew (for ``--cam``)."""
     from pathlib import Path
 
     import numpy as np
 
     from dlum.data.io import read_image
+    from dlum.disagreement import case_branches_disagree
     from dlum.errors import InputError
     from dlum.files import atomic_path
-    from dlum.report_pdf import optional_branches_disagree, optional_intervals, report_for_case
+    from dlum.report_pdf import report_for_case
+    from dlum.visualize.cam import compute_cams
 
     images, names = {}, {}
     for m, source, given in (("us", us_source, args.us), ("mg", args.mg, args.mg)):
@@ -591,44 +590,34 @@ def _write_case_report(args: argparse.Namespace, predictor, prediction, decision
             images[m] = source if isinstance(source, np.ndarray) else read_image(source)
             names[m] = Path(given).name
     boxes = {"us": us_box, "mg": mg_box}
-    intervals = optional_intervals(predictor, decision, us=images.get("us"), mg=images.get("mg"),
-                                   us_box=us_box, mg_box=mg_box)
+    tensors = {m: predictor.preprocess(image, boxes[m])[None] for m, image in images.items()}
+    cams = compute_cams(predictor.model, tensors.get("us"), tensors.get("mg"), method=args.cam_method,
+                        target="fused" if len(tensors) == 2 else "branch")
     pdf = report_for_case(predictor, prediction, decision, images=images, boxes=boxes,
-                          names=names, cam_method=args.cam_method, intervals=intervals,
-                          branches_disagree=optional_branches_disagree(prediction, predictor.card))
+                          names=names, cams=cams, intervals=intervals,
+                          branches_disagree=case_branches_disagree(prediction, predictor.card))
     try:
         with atomic_path(args.report) as tmp:
             tmp.write_bytes(pdf)
     except OSError as err:
         raise InputError(f"cannot write the report ({err.strerror or err})", args.report) from None
-    return str(args.report)
+    return str(args.report), cams
 
 
-def _uncertainty_fields(predictor, prediction, decision, us, mg, us_box, mg_box, *,
-                       seed: int) -> dict:
+def _uncertainty_fields(predictor, prediction, decision, intervals) -> dict:
     """``predict --uncertainty``: each output's TTA range (``<output>_low``, ``_high``, holding
-    the P reported: :func:`dlum.uncertainty.holding`; ``_uncertain``), ``uncertain`` for the
-    call's output (None when no call is made), ``branches_disagree`` (None with one image) and
-    the settings (:mod:`dlum.uncertainty`)."""
-    from dlum.disagreement import branches_disagree
-    from dlum.uncertainty import case_uncertainty, holding
+    the P reported: :func:`dlum.uncertainty.decision_intervals`; ``_uncertain``), ``uncertain``
+    for the call's output (None when no call is made), ``branches_disagree`` (None with one
+    image) and the settings (:mod:`dlum.uncertainty`)."""
+    from dlum.disagreement import case_branches_disagree
 
-    card = predictor.card
-    thresholds = dict(card.operating_point.thresholds) if card.operating_point else {}
-    thresholds[decision.output] = decision.threshold
-    intervals = case_uncertainty(predictor, us, mg, us_box=us_box, mg_box=mg_box,
-                                 thresholds=thresholds, seed=seed)
-    intervals = {name: holding(iv, getattr(prediction, name, None)) for name, iv in intervals.items()}
     out: dict = {}
     for name, iv in intervals.items():
         out[f"{name}_low"], out[f"{name}_high"] = round(iv.low, 4), round(iv.high, 4)
         out[f"{name}_uncertain"] = iv.uncertain
     call = intervals.get(decision.output)
     out["uncertain"] = call.uncertain if (call is not None and decision.made) else None
-    t_us, t_mg = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
-    both = None not in (prediction.p_us_head, prediction.p_mg_head, t_us, t_mg)
-    out["branches_disagree"] = (bool(branches_disagree(prediction.p_us_head, prediction.p_mg_head,
-                                                       t_us, t_mg)) if both else None)
+    out["branches_disagree"] = case_branches_disagree(prediction, predictor.card)
     any_iv = next(iter(intervals.values()))
     out["uncertainty"] = {"method": "test-time augmentation (flip, shift, scale, gamma/contrast)",
                           "output": decision.output, "level": any_iv.level,

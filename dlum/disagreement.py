@@ -23,6 +23,7 @@ __all__ = [
     "AGREE",
     "DISAGREE",
     "branches_disagree",
+    "case_branches_disagree",
     "has_branches",
     "branch_agreement",
     "disagreement_table",
@@ -70,6 +71,19 @@ def branches_disagree(p_us, p_mg, us_threshold, mg_threshold):
         raise InputError(f"p_us and p_mg must have one value per case: shapes {us.shape} and "
                          f"{mg.shape}") from None
     return bool(out) if np.ndim(out) == 0 else out
+
+
+def case_branches_disagree(prediction, card) -> bool | None:
+    """:func:`branches_disagree` of one case's branch heads (``prediction.p_us_head`` and
+    ``p_mg_head``) at the card's own thresholds for them; None with one image or when the card
+    (a :class:`dlum.card.Card`) has no threshold for a head."""
+    p_us, p_mg = prediction.p_us_head, prediction.p_mg_head
+    if p_us is None or p_mg is None or card is None:
+        return None
+    t_us, t_mg = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
+    if t_us is None or t_mg is None:
+        return None
+    return bool(branches_disagree(p_us, p_mg, t_us, t_mg))
 
 
 # ---------------------------------------------------------------------------- predictions table

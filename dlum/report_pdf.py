@@ -18,8 +18,6 @@ count is always one: text that would run into the footer is cut with a pointer t
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -44,8 +42,6 @@ __all__ = [
     "REGIONS",
     "case_report_pdf",
     "font_characters",
-    "optional_branches_disagree",
-    "optional_intervals",
     "report_for_case",
 ]
 
@@ -577,36 +573,6 @@ def _disagreement_text(prediction, decision, card, disagree: bool) -> str:
 
 
 # ------------------------------------------------------------------- from a predictor, one case
-def optional_intervals(predictor: Predictor, decision: Decision, *, us=None, mg=None,
-                       us_box=None, mg_box=None) -> dict[str, Any] | None:
-    """Per-case test-time-augmentation intervals (``dlum.uncertainty.case_uncertainty``, its
-    default views, seed and level), each judged against the threshold its output is read at;
-    None where that module is not installed."""
-    if importlib.util.find_spec("dlum.uncertainty") is None:
-        return None
-    compute = getattr(importlib.import_module("dlum.uncertainty"), "case_uncertainty", None)
-    if compute is None:
-        return None
-    thresholds = {o: _threshold(o, decision, predictor.card) for o in OUTPUT_NAMES}
-    return dict(compute(predictor, us=us, mg=mg, us_box=us_box, mg_box=mg_box,
-                        thresholds={o: t for o, t in thresholds.items() if t is not None}))
-
-
-def optional_branches_disagree(prediction: PairPrediction, card: Card | None) -> bool | None:
-    """``dlum.disagreement.branches_disagree`` of the two branch heads at their own thresholds;
-    None with one image, without a threshold for a head, or without that module."""
-    if prediction.p_us_head is None or prediction.p_mg_head is None or card is None:
-        return None
-    us_t, mg_t = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
-    if us_t is None or mg_t is None:
-        return None
-    if importlib.util.find_spec("dlum.disagreement") is None:
-        return None
-    from dlum.disagreement import branches_disagree
-
-    return bool(branches_disagree(prediction.p_us_head, prediction.p_mg_head, us_t, mg_t))
-
-
 def report_for_case(
     predictor: Predictor,
     prediction: PairPrediction,

@@ -64,6 +64,7 @@ __all__ = [
     "augment",
     "case_uncertainty",
     "cohort_uncertainty",
+    "decision_intervals",
     "draw_views",
     "holding",
     "interval_of",
@@ -402,3 +403,17 @@ def cohort_uncertainty(predictor: Predictor, cohort: pd.DataFrame, crops: CropSe
                                 "uncertain": iv.uncertain, "level": level, "views": n_views,
                                 "seed": seed, "precision": precision})
     return pd.DataFrame.from_records(records)
+
+
+def decision_intervals(predictor: Predictor, prediction, decision, us=None, mg=None, *,
+                       us_box=None, mg_box=None, seed: int = 0) -> dict[str, Interval]:
+    """The intervals shown beside a case's result (Case Review, ``predict --uncertainty``, the PDF
+    report): :func:`case_uncertainty` with each output judged at the card's threshold and the
+    call's output at the decision's (:func:`dlum.decision.decide`), each range held to the P of
+    ``prediction`` (:func:`holding`)."""
+    card = predictor.card
+    thresholds = dict(card.operating_point.thresholds) if card.operating_point else {}
+    thresholds[decision.output] = decision.threshold
+    intervals = case_uncertainty(predictor, us, mg, us_box=us_box, mg_box=mg_box,
+                                 thresholds=thresholds, seed=seed)
+    return {name: holding(iv, getattr(prediction, name, None)) for name, iv in intervals.items()}

@@ -18,6 +18,7 @@ from dlum import cli
 from dlum.constants import DISCLAIMER, MG, US
 from dlum.data.io import read_image
 from dlum.decision import decide
+from dlum.disagreement import case_branches_disagree
 from dlum.report_pdf import (
     MARGIN,
     PAGE_H,
@@ -25,8 +26,6 @@ from dlum.report_pdf import (
     REGIONS,
     case_report_pdf,
     font_characters,
-    optional_branches_disagree,
-    optional_intervals,
     report_for_case,
 )
 from tests.checkpoints import write_test_checkpoint
@@ -71,7 +70,7 @@ def case(predictor):
                                         mg_box=BOXES[MG])
     decision = decide(prediction, predictor.card)
     intervals = _intervals(prediction, predictor.card)
-    disagree = optional_branches_disagree(prediction, predictor.card)
+    disagree = case_branches_disagree(prediction, predictor.card)
     pdf = report_for_case(predictor, prediction, decision, images=images, boxes=BOXES,
                           names={m: EXAMPLE[m].name for m in (US, MG)}, intervals=intervals,
                           branches_disagree=disagree, details=["Discordant BI-RADS (US 4 · MG 3)"],
@@ -230,9 +229,10 @@ def test_a_range_holds_the_printed_p_and_a_share_is_named(case, predictor, tmp_p
 
 @pytest.mark.slow
 def test_real_intervals_fit_the_report(case, predictor):
-    pytest.importorskip("dlum.uncertainty")
-    intervals = optional_intervals(predictor, case.decision, us=case.images[US],
-                                   mg=case.images[MG], us_box=BOXES[US], mg_box=BOXES[MG])
+    from dlum.uncertainty import decision_intervals
+
+    intervals = decision_intervals(predictor, case.prediction, case.decision, case.images[US],
+                                   case.images[MG], us_box=BOXES[US], mg_box=BOXES[MG])
     assert set(intervals) == {"p_dlum", "p_us_head", "p_mg_head"}
     assert intervals["p_dlum"].threshold == case.decision.threshold
     pdf = case_report_pdf(case.prediction, case.decision, card=predictor.card,
@@ -308,6 +308,39 @@ def test_predict_writes_the_report_and_guards_it(predictor, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("dlum predict: error: --report") and "--force" in err
     assert out.read_bytes() == data
+
+
+@pytest.mark.slow
+def test_predict_report_with_cam_and_uncertainty_shares_one_computation(predictor, tmp_path, capsys,
+                                                                         monkeypatch):
+    """--report, --cam and --uncertainty together: the CAMs and the TTA ranges are computed once
+    and the JSON, the PNGs and the PDF show the same case."""
+    import dlum.uncertainty as unc
+    import dlum.visualize.cam as cam
+
+    calls = {"cams": 0, "tta": 0}
+    real_cams, real_tta = cam.compute_cams, unc.case_uncertainty
+
+    def counted_cams(*a, **k):
+        calls["cams"] += 1
+        return real_cams(*a, **k)
+
+    def counted_tta(*a, **k):
+        calls["tta"] += 1
+        return real_tta(*a, **k)
+
+    monkeypatch.setattr(cam, "compute_cams", counted_cams)
+    monkeypatch.setattr(unc, "case_uncertainty", counted_tta)
+    out = tmp_path / "case.pdf"
+    args = _predict_args(predictor, out) + ["--cam", str(tmp_path / "cams"), "--uncertainty"]
+    assert cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert calls == {"cams": 1, "tta": 1}
+    assert len(printed["cam_files"]) == 10 and all(Path(f).is_file() for f in printed["cam_files"])
+    assert printed["p_dlum_low"] <= printed["p_dlum"] <= printed["p_dlum_high"]
+    if POPPLER:
+        text = _flat(_text(out.read_bytes(), tmp_path))
+        assert f"{printed['p_dlum']:.3f}" in text
 
 
 def test_predict_report_refuses_bad_names_before_any_work(predictor, tmp_path, capsys):

@@ -694,16 +694,14 @@ def branch_disagreement(p_us: float | None, p_mg: float | None,
     """Whether the US and MG branch heads fall on opposite sides of their own thresholds (the
     card's ``thresholds_per_model``), and one line saying so; ``(None, "")`` with one image or a
     card without both branch thresholds."""
-    from dlum.disagreement import branches_disagree
+    from types import SimpleNamespace
 
-    if p_us is None or p_mg is None or card is None:
-        return None, ""
-    t_us, t_mg = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
-    if t_us is None or t_mg is None:
-        return None, ""
-    disagree = bool(branches_disagree(p_us, p_mg, t_us, t_mg))
+    from dlum.disagreement import case_branches_disagree
+
+    disagree = case_branches_disagree(SimpleNamespace(p_us_head=p_us, p_mg_head=p_mg), card)
     if not disagree:
-        return False, ""
+        return disagree, ""
+    t_us, t_mg = card.threshold_for("p_us_head"), card.threshold_for("p_mg_head")
 
     def side(name: str, p: float, t: float) -> str:
         call = "malignant" if p >= t else "benign"
@@ -720,17 +718,13 @@ def case_uncertainty_of(predictor: Predictor, prediction: PairPrediction, decisi
     """The TTA intervals of a case (:func:`dlum.uncertainty.case_uncertainty`, each output at the
     card's threshold, the call's output at the decision's; a range holds the P shown, read in
     the prediction's own forward: :func:`dlum.uncertainty.holding`) and the branches' agreement."""
-    from dlum.uncertainty import case_uncertainty, holding
+    from dlum.uncertainty import decision_intervals
 
-    card = predictor.card
-    thresholds = dict(card.operating_point.thresholds) if card.operating_point else {}
-    thresholds[decision.output] = decision.threshold
     t0 = time.perf_counter()
-    intervals = case_uncertainty(
-        predictor, us.image if us is not None else None, mg.image if mg is not None else None,
-        us_box=us_box, mg_box=mg_box, thresholds=thresholds, seed=seed)
-    intervals = {k: holding(iv, getattr(prediction, k, None)) for k, iv in intervals.items()}
-    disagree, text = branch_disagreement(prediction.p_us_head, prediction.p_mg_head, card)
+    intervals = decision_intervals(
+        predictor, prediction, decision, us.image if us is not None else None,
+        mg.image if mg is not None else None, us_box=us_box, mg_box=mg_box, seed=seed)
+    disagree, text = branch_disagreement(prediction.p_us_head, prediction.p_mg_head, predictor.card)
     return CaseUncertainty(intervals, decision.output, time.perf_counter() - t0, disagree, text)
 
 
@@ -1028,7 +1022,9 @@ def case_report(predictor: Predictor, prediction: PairPrediction, decision: Deci
     (``dlum.disagreement``) are computed when not given. Cached on the model, the images' hashes,
     the boxes, the decision, the CAM method and target, and the closing lines.
     """
-    from dlum.report_pdf import optional_branches_disagree, optional_intervals, report_for_case
+    from dlum.disagreement import case_branches_disagree
+    from dlum.report_pdf import report_for_case
+    from dlum.uncertainty import decision_intervals
 
     given = {m: images[m] for m in MODALITIES if images.get(m) is not None}
     pair = len(given) == 2
@@ -1048,12 +1044,12 @@ def case_report(predictor: Predictor, prediction: PairPrediction, decision: Deci
         cams = compute_case_cams(predictor, us, mg, boxes.get(US), boxes.get(MG),
                                  method=cam_key[0], target=cam_key[1])
     if intervals is None:
-        intervals = optional_intervals(predictor, decision,
-                                       us=us.image if us is not None else None,
-                                       mg=mg.image if mg is not None else None,
+        intervals = decision_intervals(predictor, prediction, decision,
+                                       us.image if us is not None else None,
+                                       mg.image if mg is not None else None,
                                        us_box=boxes.get(US), mg_box=boxes.get(MG))
     if branches_disagree is None:
-        branches_disagree = optional_branches_disagree(prediction, predictor.card)
+        branches_disagree = case_branches_disagree(prediction, predictor.card)
     data = report_for_case(predictor, prediction, decision,
                            images={m: c.image for m, c in given.items()},
                            boxes={m: boxes.get(m) for m in given},

@@ -150,8 +150,10 @@ def cam_file_names(*, us: bool, mg: bool) -> list[str]:
 
 
 def write_cam_overlays(predictor, out_dir, *, us=None, mg=None, us_box=None, mg_box=None,
-                       method: str = "Grad-CAM", opacity: float = 0.5) -> list[str]:
+                       method: str = "Grad-CAM", opacity: float = 0.5,
+                       cams: CAMResult | None = None) -> list[str]:
     """CAM overlays of blocks 1–5 of each given image as PNGs in ``out_dir``; returns their paths.
+    ``cams``: maps already computed for these images and boxes (else computed here).
 
     Raises:
         InputError: ``out_dir`` cannot be made or written (a file, a read-only place).
@@ -171,7 +173,7 @@ def write_cam_overlays(predictor, out_dir, *, us=None, mg=None, us_box=None, mg_
     for modality, source, box in ((US, us, us_box), (MG, mg, mg_box)):
         if source is not None:
             tensors[modality] = predictor.preprocess(read_image(source), box)[None]
-    result = compute_cams(predictor.model, tensors.get(US), tensors.get(MG), method=method)
+    result = cams or compute_cams(predictor.model, tensors.get(US), tensors.get(MG), method=method)
     written = []
     for modality, maps in result.maps.items():
         x = tensors[modality][0, 0].numpy()

@@ -17,6 +17,13 @@ from tests.checkpoints import (  # noqa: F401  (re-exported for the page tests)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_page(at):
+    """Run (or rerun) an AppTest; fail on any exception the page shows."""
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 @pytest.fixture(scope="session")
 def app_checkpoint(tmp_path_factory) -> Path:
     """A random-weight DL-UM saved as a checkpoint folder (safetensors + card)."""

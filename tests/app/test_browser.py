@@ -93,12 +93,7 @@ def app_url(app_checkpoint, app_finder, tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         print(f"\nstreamlit server log: {log_path}")
 
 
@@ -361,3 +356,14 @@ def _walk_every_page(app_url, page, tmp_path: Path, shots: Path) -> None:
         _assert_clean(page, path)
         _screenshot(page, shots, f"{4 + number}_{path.lower()}")
     print(f"screenshots saved: {sorted(p.name for p in shots.iterdir())}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a streamlit server: terminate, then kill if it has not exited within 20 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

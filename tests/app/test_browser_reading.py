@@ -34,6 +34,7 @@ from tests.app.test_browser import (
     _free_port,
     _is_local,
     _settle,
+    stop_server,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -61,19 +62,9 @@ def start_server(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
+            stop_server(proc)
             pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.3)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture()
@@ -196,7 +187,7 @@ def test_a_reading_session_survives_a_killed_server(study, page, tmp_path):
         print(f"\nfailure screenshot: {tmp_path / 'failure.png'}; server log: {log}")
         raise
     finally:
-        stop(proc)
+        stop_server(proc)
 
     reads = store.reads_frame(admin)
     assert len(reads) == 2 * N_CASES

@@ -15,7 +15,7 @@ from dlum.card import read_card
 from dlum.disagreement import AGREE, DISAGREE, disagreement_table
 from dlum.predictions import read_predictions, thresholds_for
 from dlum.stats import net_benefit_at
-from tests.app.conftest import REPO_ROOT
+from tests.app.conftest import REPO_ROOT, run_page as _run
 from tests.test_evaluation import make_predictions
 
 COHORT_ROC = str(REPO_ROOT / "pages" / "2_Cohort_ROC.py")
@@ -23,12 +23,6 @@ SHIPPED = REPO_ROOT / "checkpoints" / "dlum-public-v2"
 TIMEOUT = 120
 
 pytestmark = pytest.mark.slow
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _decision_figure(at: AppTest) -> dict:

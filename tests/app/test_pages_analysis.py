@@ -11,7 +11,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.conftest import REPO_ROOT
+from tests.app.conftest import REPO_ROOT, run_page as _run
 from tests.test_evaluation import make_predictions, readme_results
 from tests.test_readers import csv, make_study
 
@@ -20,12 +20,6 @@ READER_STUDY = str(REPO_ROOT / "pages" / "3_Reader_Study.py")
 TIMEOUT = 120
 
 pytestmark = pytest.mark.slow
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _plotly(at: AppTest) -> int:

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from dlum import study_analysis as sa
 from dlum import study_store as ss
 from dlum.formatting import format_number
-from tests.app.conftest import REPO_ROOT
+from tests.app.conftest import REPO_ROOT, run_page as _run
 from tests.study_reads import ADMIN_CODE, build_study
 
 READER_STUDY = str(REPO_ROOT / "pages" / "3_Reader_Study.py")
@@ -23,12 +23,6 @@ pytestmark = pytest.mark.slow
 def study_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DLUM_STUDY_DIR", str(tmp_path))
     return tmp_path
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [(e.message, e.stack_trace) for e in at.exception]
-    return at
 
 
 def _store_source(admin=None) -> AppTest:

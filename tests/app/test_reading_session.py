@@ -9,20 +9,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dlum import study_store as ss
+from tests.app.reading_pages import run
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Reading_Session.py")
 
 
 @pytest.fixture()
 def study_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DLUM_STUDY_DIR", str(tmp_path))
     return tmp_path
-
-
-def run(at: AppTest | None = None) -> AppTest:
-    at = (at or AppTest.from_file(PAGE, default_timeout=30)).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def setup_demo_study(study_dir: Path) -> None:
