@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from dlum.constants import Split
 from dlum.errors import DLUMError
+from dlum.settings import STUDY_ADMIN_CODE_ENV as _ADMIN_CODE_ENV
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register"]
 
@@ -755,8 +756,6 @@ register(Command("info", "settings, versions, device and checkpoint of this inst
 
 
 # -------------------------------------------------------------------------------- reader-study
-#: The environment variable holding a study's admin code for ``reader-study --store / --study``.
-_ADMIN_CODE_ENV = "DLUM_STUDY_ADMIN_CODE"
 
 
 def _reader_study_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,8 @@
 ``DLUM_DATA_DIR``      public data folder (default: ``../shared/data`` beside the repository)
 ``DLUM_STUDY_DIR``     folder of the reading-session store (``study.sqlite``; default: the
                        git-ignored ``studies/`` of the repository; relative paths start there)
+``DLUM_STUDY_ADMIN_CODE`` a study's admin code for ``python -m dlum reader-study --store/--study``
+                       (read only there, never printed; without it a terminal asks for it)
 ``DLUM_PRECISION``     ``auto`` (default), ``fp32`` or ``bf16``: precision of the dashboard's
                        probabilities (CAMs always run in fp32)
 ``DLUM_COMPILE``       ``1`` to ``torch.compile`` the dashboard's model in the background
@@ -72,6 +74,7 @@ CHECKPOINT_ENV = "DLUM_CHECKPOINT"
 FINDER_ENV = "DLUM_FINDER"
 DATA_ENV = "DLUM_DATA_DIR"
 STUDY_DIR_ENV = "DLUM_STUDY_DIR"
+STUDY_ADMIN_CODE_ENV = "DLUM_STUDY_ADMIN_CODE"
 #: The reading-session store's folder (:mod:`dlum.study_store`), relative to the repository root.
 DEFAULT_STUDY_DIR = Path("studies")
 PRECISION_ENV = "DLUM_PRECISION"
