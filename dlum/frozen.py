@@ -306,8 +306,10 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     device = resolve_device(config.device)
     dtype = fast_dtype(device, config.precision)
     try:
+        same = config.mg_backbone == config.us_backbone  # one start: read the weights once
         model = DLUM(pretrained="imagenet" if config.us_backbone == "auto" else config.us_backbone,
-                     mg_pretrained="imagenet" if config.mg_backbone == "auto" else config.mg_backbone)
+                     mg_pretrained=None if same else
+                     "imagenet" if config.mg_backbone == "auto" else config.mg_backbone)
     except RuntimeError as exc:
         raise DLUMError(f"the frozen recipe needs ImageNet weights ({exc}; install them with "
                         "`make install`, see README)") from exc
