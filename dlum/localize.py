@@ -471,11 +471,12 @@ def new_finder(pretrained: bool = True, *, input_size: int = DEFAULT_INPUT_SIZE,
 
 
 def save_finder(finder_or_model: LesionFinder | FinderNet, folder: str | Path,
-                card: Mapping[str, Any]) -> Path:
+                card: Mapping[str, Any], *, weights: bool = True) -> Path:
     """Write a finder checkpoint: ``model.safetensors`` (stem + decoder; the encoder is read
     again at load time) and ``card.json``. ``card`` is laid over the finder's own card (or the
     defaults for a bare network); its ``arch`` and ``model`` always describe the network given.
-    Returns the folder."""
+    ``weights=False`` rewrites the card only (a finder loaded from ``folder``, its weights as they
+    are). Returns the folder."""
     from safetensors.torch import save_file
 
     from dlum.card import json_ready
@@ -496,9 +497,10 @@ def save_finder(finder_or_model: LesionFinder | FinderNet, folder: str | Path,
     _check_card(merged, str(folder / CARD))
     text = json.dumps(merged, indent=2, allow_nan=False) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.trained_state().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "dlum", "model": json.dumps(net.config())})
+    if weights:
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in net.trained_state().items()}
+        with atomic_path(folder / WEIGHTS) as tmp:
+            save_file(state, str(tmp), metadata={"format": "dlum", "model": json.dumps(net.config())})
     write_text_atomic(folder / CARD, text)
     return folder
 

@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     if args.update_card:
         card = finder.card
         card["side_by_side"] = result
-        save_finder(finder, args.finder, card)
+        save_finder(finder, args.finder, card, weights=False)  # the weights stay as they are
         print(f"updated {Path(args.finder) / 'card.json'}")
     return 0
 

@@ -70,7 +70,7 @@ def test_config_is_checked():
         FrozenConfig(mg_backbone="resnet50")
 
 
-def test_the_default_starts_are_the_shipped_checkpoints():
+def test_the_default_starts_are_the_shipped_checkpoints_starts():
     """`train --recipe frozen-stacked` with no start named fits what ships."""
     from pathlib import Path
 

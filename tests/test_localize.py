@@ -145,6 +145,17 @@ def test_save_and_load_round_trip_through_safetensors(random_finder, saved, monk
     assert load_finder().name == "random"
 
 
+def test_a_card_only_save_leaves_the_weights_file_untouched(random_finder, tmp_path):
+    """What scripts/finder_side_by_side.py --update-card does: the card changes, the weights'
+    bytes do not."""
+    folder = _saved_with(random_finder, tmp_path / "f")
+    before = (folder / "model.safetensors").read_bytes()
+    finder = load_finder(folder)
+    save_finder(finder, folder, {**finder.card, "side_by_side": {"rows": 3}}, weights=False)
+    assert (folder / "model.safetensors").read_bytes() == before
+    assert load_finder(folder).card["side_by_side"] == {"rows": 3}
+
+
 def test_a_damaged_or_missing_finder_is_a_checkpoint_error(saved, tmp_path):
     import shutil
 
