@@ -215,6 +215,13 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (ImageNet when available), true (required), false (random)")
     parser.add_argument("--share-backbone", action="store_true")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--modality-dropout", type=float, default=d.modality_dropout, metavar="P",
+                        help="paper recipe, DL-UM: chance that a training pair's fusion head sees "
+                        "one modality's features zeroed (default 0: the paper's)")
+    parser.add_argument("--redraw-pairs", action="store_true",
+                        help="paper recipe, DL-UM, pseudo-pairs only: draw each training US "
+                        "lesion's MG partner afresh at every use, among the training MG lesions "
+                        "of its pathology")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda")
     parser.add_argument("--precision", default=d.precision, choices=[p.value for p in Precision],
@@ -249,6 +256,7 @@ def _train_run(args: argparse.Namespace) -> int:
         augment=not args.no_augment, seed=args.seed, device=args.device, precision=args.precision,
         fold=args.fold, folds=args.folds, num_workers=args.num_workers, input_size=args.input_size,
         max_steps_per_epoch=args.max_steps_per_epoch, allow_split_overlap=args.allow_split_overlap,
+        modality_dropout=args.modality_dropout, redraw_pairs=args.redraw_pairs,
     )
     cohort, crops = _cohort_and_crops(args, "train")
     if crops is None:
@@ -270,6 +278,10 @@ def _train_frozen(args: argparse.Namespace) -> int:
     if args.arch != "dlum":
         raise DLUMError("--recipe frozen-stacked makes DL-UM with its DL-U and DL-M branches: "
                         "use --arch dlum")
+    if args.modality_dropout or args.redraw_pairs:
+        raise DLUMError("--modality-dropout and --redraw-pairs act on the paper recipe's end-to-end "
+                        "training; the frozen-stacked recipe fits each lesion once and stacks "
+                        "the fusion on out-of-fold logits instead")
     config = FrozenConfig(views=args.views, us_backbone=args.us_backbone,
                           mg_backbone=args.mg_backbone, seed=args.seed,
                           precision=args.precision, device=args.device, allow_split_overlap=args.allow_split_overlap)

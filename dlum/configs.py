@@ -68,6 +68,12 @@ class TrainConfig:
     input_size: int = 224  # the paper's; smaller only for quick tests
     #: train even when a patient or an image is in two splits (warned, recorded in the card)
     allow_split_overlap: bool = False
+    #: levers for pseudo-pairs (docs/training.md), off in the paper's recipe: the chance that a
+    #: training pair's fusion head sees one modality's features zeroed (which one at random) ...
+    modality_dropout: float = 0.0
+    #: ... and each training US lesion's MG partner drawn afresh at every use among the
+    #: training split's MG lesions of the same pathology (pseudo-pairs only)
+    redraw_pairs: bool = False
 
     def __post_init__(self):
         try:
@@ -89,6 +95,11 @@ class TrainConfig:
             raise DLUMError(f"--folds must be at least 2 (got {self.folds})")
         if self.fold is not None and not 0 <= self.fold < self.folds:
             raise DLUMError(f"--fold must be in 0..{self.folds - 1} (got {self.fold})")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise DLUMError(f"--modality-dropout must be in [0, 1) (got {self.modality_dropout})")
+        if (self.modality_dropout or self.redraw_pairs) and self.arch != Arch.DLUM.value:
+            raise DLUMError("--modality-dropout and --redraw-pairs act on DL-UM's pairs: use "
+                            "--arch dlum")
         self.supervision_weights = tuple(float(w) for w in self.supervision_weights)
 
     def to_dict(self) -> dict[str, Any]:

@@ -101,8 +101,12 @@ class PairDataset(Dataset):
         modalities: tuple[str, ...] = (US, MG),
         seed: int = 0,
         size: int = 224,
+        redraw_mg: dict[int, np.ndarray] | None = None,
     ):
+        """``redraw_mg``: per label, MG crop numbers to draw each pair's MG partner from afresh
+        at every use (pseudo-pairs re-drawn every epoch) instead of the row's own."""
         self.size = size
+        self.redraw_mg = redraw_mg
         self.crops = crops
         self.rows = np.asarray(rows)
         self.imagenet = imagenet
@@ -114,7 +118,11 @@ class PairDataset(Dataset):
         return len(self.rows)
 
     def _input(self, modality: str, row: int) -> torch.Tensor:
-        crop = self.crops.crop(modality, row)
+        if modality == MG and self.redraw_mg is not None:
+            pool = self.redraw_mg[int(self.crops.labels[row])]
+            crop = self.crops.crops[MG][int(pool[torch.randint(len(pool), (1,), generator=self.generator)])]
+        else:
+            crop = self.crops.crop(modality, row)
         if self.augment is not None:
             crop = self.augment(crop, self.generator)
         return to_network_input(crop, size=self.size, imagenet=self.imagenet)
@@ -207,9 +215,9 @@ def _build(config: TrainConfig) -> torch.nn.Module:
     return SingleBranch(modality, pretrained=config.pretrained)
 
 
-def _forward(model, arch: str, us: torch.Tensor, mg: torch.Tensor):
+def _forward(model, arch: str, us: torch.Tensor, mg: torch.Tensor, keep: torch.Tensor | None = None):
     if arch == Arch.DLUM:
-        return model(us, mg)
+        return model(us, mg) if keep is None else model(us, mg, keep)
     return model(us if arch == Arch.DLU else mg)
 
 
@@ -232,18 +240,32 @@ def loss_and_optimizer(model: torch.nn.Module, config: TrainConfig):
     return criterion, optimizer
 
 
+def modality_keep(batch: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(batch, 2) multipliers of the US and MG features for modality dropout: with chance ``p``
+    a pair loses one of the two (which one at random), never both; the rest keep both."""
+    keep = torch.ones(batch, 2)
+    r = torch.rand(batch, generator=generator)
+    which = torch.randint(2, (batch,), generator=generator)
+    dropped = torch.nonzero(r < p).squeeze(1)
+    keep[dropped, which[dropped]] = 0.0
+    return keep
+
+
 def train_step(model, arch: str, criterion, optimizer, us: torch.Tensor, mg: torch.Tensor,
-               y: torch.Tensor, *, device: torch.device, dtype: torch.dtype, channels_last: bool = True):
+               y: torch.Tensor, *, device: torch.device, dtype: torch.dtype, channels_last: bool = True,
+               modality_dropout: float = 0.0):
     """One optimisation step (forward under autocast, DLUMLoss, backward, Adam); returns the loss parts.
 
-    ``fit`` and ``benchmarks/bench_training.py`` both run exactly this.
+    ``fit`` and ``benchmarks/bench_training.py`` both run exactly this. ``modality_dropout``
+    (DL-UM only): see :func:`modality_keep`.
     """
+    keep = modality_keep(len(y), modality_dropout).to(device) if modality_dropout else None
     us, mg, y = (t.to(device, non_blocking=True) for t in (us, mg, y))
     if channels_last:
         us = us.contiguous(memory_format=torch.channels_last) if us.numel() else us
         mg = mg.contiguous(memory_format=torch.channels_last) if mg.numel() else mg
     with autocast(device, dtype):
-        output = _forward(model, arch, us, mg)
+        output = _forward(model, arch, us, mg, keep)
     parts = criterion(output, y)
     optimizer.zero_grad(set_to_none=True)
     parts.total.backward()
@@ -425,13 +447,26 @@ def _start_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def redraw_pools(cohort: pd.DataFrame, crops: CropSet, train_rows: np.ndarray) -> dict[int, np.ndarray]:
+    """Per label, the MG crops of the training rows, to re-draw pseudo-pairs from
+    (``TrainConfig.redraw_pairs``); refused where a training row is a real same-patient pair."""
+    if "pairing" in cohort and (cohort["pairing"].iloc[train_rows] != "pseudo").any():
+        raise DLUMError("--redraw-pairs re-pairs pseudo-pairs only; the training rows hold real "
+                        "same-patient pairs (pairing column), whose US and MG must stay together")
+    labels = crops.labels[train_rows].astype(int)
+    mg = crops.index[MG][train_rows]
+    return {label: np.unique(mg[labels == label]) for label in (0, 1)}
+
+
 def _loaders(crops: CropSet, train_rows: np.ndarray, val_rows: np.ndarray, config: TrainConfig, *,
-             imagenet: bool, device: torch.device, rank: int, world: int) -> tuple[DataLoader, DataLoader]:
+             imagenet: bool, device: torch.device, rank: int, world: int,
+             redraw_mg: dict[int, np.ndarray] | None = None) -> tuple[DataLoader, DataLoader]:
     """Training pairs (augmented, shuffled, split across processes) and validation pairs."""
     modalities = Arch(config.arch).modalities
     augment = Augment(config) if config.augment else None
     train_ds = PairDataset(crops, train_rows, imagenet=imagenet, augment=augment,
-                           modalities=modalities, seed=config.seed + rank, size=config.input_size)
+                           modalities=modalities, seed=config.seed + rank, size=config.input_size,
+                           redraw_mg=redraw_mg)
     val_ds = PairDataset(crops, val_rows, imagenet=imagenet, modalities=modalities,
                          size=config.input_size)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
@@ -458,6 +493,7 @@ def _set_up(cohort: pd.DataFrame, crops: CropSet, out_dir: Path, config: TrainCo
     np.random.seed(config.seed)
 
     train_rows, val_rows = _select_rows(cohort, config)
+    pools = redraw_pools(cohort, crops, train_rows) if config.redraw_pairs else None
     model = _build(config).to(device)
     init_source = getattr(model, "init_source", "random")
     imagenet = uses_imagenet_normalisation(init_source)
@@ -471,7 +507,7 @@ def _set_up(cohort: pd.DataFrame, crops: CropSet, out_dir: Path, config: TrainCo
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     train_loader, val_loader = _loaders(crops, train_rows, val_rows, config, imagenet=imagenet,
-                                        device=device, rank=rank, world=world)
+                                        device=device, rank=rank, world=world, redraw_mg=pools)
     return _Run(config, out_dir, rank, world, device, dtype, train_rows, val_rows, model,
                 train_model, init_source, imagenet, criterion, optimizer, train_loader, val_loader)
 
@@ -507,7 +543,7 @@ class Validation(NamedTuple):
 def train_one_epoch(model, arch: str, criterion, optimizer, loader: DataLoader, *,
                     device: torch.device, dtype: torch.dtype, channels_last: bool = True,
                     epoch: int = 0, max_steps: int | None = None, progress: bool = False,
-                    desc: str | None = None) -> EpochTraining:
+                    desc: str | None = None, modality_dropout: float = 0.0) -> EpochTraining:
     """One epoch of :func:`train_step` over ``loader`` (at most ``max_steps`` steps when given).
 
     ``epoch`` reshuffles a :class:`DistributedSampler` as ``set_epoch`` asks.
@@ -521,8 +557,8 @@ def train_one_epoch(model, arch: str, criterion, optimizer, loader: DataLoader, 
     for step, (us, mg, y) in enumerate(bar):
         if max_steps and step >= max_steps:
             break
-        parts = train_step(model, arch, criterion, optimizer, us, mg, y,
-                           device=device, dtype=dtype, channels_last=channels_last)
+        parts = train_step(model, arch, criterion, optimizer, us, mg, y, device=device, dtype=dtype,
+                           channels_last=channels_last, modality_dropout=modality_dropout)
         running += parts.total.item() * len(y)
         seen += len(y)
         bar.set_postfix(loss=f"{running / seen:.4f}")
@@ -557,6 +593,7 @@ def _run_epoch(run: _Run, epoch: int, *, progress: bool) -> dict[str, Any]:
         device=run.device, dtype=run.dtype, channels_last=config.channels_last, epoch=epoch,
         max_steps=config.max_steps_per_epoch, progress=progress and run.rank == 0,
         desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
+        modality_dropout=config.modality_dropout,
     )
     checked = validate(run.model, config.arch, run.criterion, run.val_loader,
                        device=run.device, dtype=run.dtype)
@@ -618,6 +655,10 @@ def build_card(run: _Run, *, log: list[dict], best: dict, seconds: float,
                 "ROI expansion 15% per side (the paper: 30% of the shortest side, unspecified)",
                 "VGG19 initialised from ImageNet VGG16 deepened with identity convolutions "
                 "when torchvision's VGG19 weights are not cached",
+                *([f"modality dropout: with chance {config.modality_dropout} a training pair's "
+                   "fusion head saw one modality's features zeroed"] if config.modality_dropout else []),
+                *(["pseudo-pairs re-drawn at every use: each training US lesion's MG partner "
+                   "drawn among the training MG lesions of its pathology"] if config.redraw_pairs else []),
             ],
             **config.to_dict(),
             "epochs_run": len(log),

@@ -3,7 +3,7 @@
 # Usage: scripts/train_public.sh COHORT_CSV CROPS_NPZ OUT_DIR [RECIPE] [EPOCHS_DLUM] [EPOCHS_SINGLE]
 # COHORT_CSV and CROPS_NPZ come from `python -m dlum prepare --out DIR`: DIR/cohort.csv and
 # DIR/crops.npz (exact crops, so the images need not be on the machine that trains).
-# RECIPE: frozen-stacked (default, the shipped one: DL-UM, DL-U and DL-M at once, ~20 min on a
+# RECIPE: frozen-stacked (default, the shipped one: DL-UM, DL-U and DL-M at once, 20-60 min on a
 # 2-core CPU) or paper (end to end, one run per model; use a GPU).
 set -euo pipefail
 cohort=$1; crops=$2; out=$3; recipe=${4:-frozen-stacked}; e_dlum=${5:-25}; e_single=${6:-20}

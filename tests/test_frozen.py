@@ -70,6 +70,14 @@ def test_config_is_checked():
         FrozenConfig(mg_backbone="resnet50")
 
 
+def test_the_paper_recipes_levers_are_refused_with_the_frozen_recipe(capsys):
+    from dlum import cli
+
+    assert cli.main(["train", "--cohort", "missing.csv", "--out", "unused", "--recipe",
+                     "frozen-stacked", "--modality-dropout", "0.3"]) != 0
+    assert "act on the paper recipe" in capsys.readouterr().err
+
+
 def test_the_default_starts_are_the_shipped_checkpoints_starts():
     """`train --recipe frozen-stacked` with no start named fits what ships."""
     from pathlib import Path

@@ -134,6 +134,9 @@ def test_crop_cache_round_trip(phantoms, tmp_path):
     (dict(folds=1), "--folds must be at least 2 (got 1)"),
     (dict(fold=5, folds=5), "--fold must be in 0..4 (got 5)"),
     (dict(fold=-1), "--fold must be in 0..4 (got -1)"),
+    (dict(modality_dropout=1.0), "--modality-dropout must be in [0, 1) (got 1.0)"),
+    (dict(arch="dlu", redraw_pairs=True),
+     "--modality-dropout and --redraw-pairs act on DL-UM's pairs: use --arch dlum"),
 ])
 def test_config_refuses_bad_values_with_a_clear_message(change, message):
     with pytest.raises(DLUMError) as err:
@@ -178,6 +181,69 @@ def test_one_epoch_and_validation_on_a_tiny_model(phantoms):
     again = validate(model, Arch.DLU, criterion, DataLoader(data, batch_size=5), device=cpu, dtype=fp32)
     assert again.loss == pytest.approx(checked.loss, rel=1e-5)  # batching does not change it
     assert again.auc == pytest.approx(checked.auc)
+
+
+# ------------------------------------------------------- levers for pseudo-pairs (paper recipe)
+def test_modality_keep_drops_at_most_one_modality_at_the_asked_rate():
+    from dlum.training import modality_keep
+
+    keep = modality_keep(20000, 0.3, torch.Generator().manual_seed(0))
+    assert set(keep.sum(1).tolist()) == {1.0, 2.0}  # never both gone
+    assert (keep.sum(1) == 1).float().mean().item() == pytest.approx(0.3, abs=0.02)
+    assert keep[:, 0].mean().item() == pytest.approx(keep[:, 1].mean().item(), abs=0.02)
+    assert torch.equal(modality_keep(50, 0.0), torch.ones(50, 2))
+
+
+def test_a_dropped_modality_leaves_the_fused_output_blind_to_it():
+    from dlum.networks import DLUM
+
+    torch.manual_seed(0)
+    model = DLUM(pretrained=False).eval()
+    us, mg = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    keep = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # pair 0 without MG, pair 1 without US
+    with torch.no_grad():
+        a = model(us, mg, keep).fused
+        b = model(us, torch.rand(2, 3, 32, 32), keep).fused
+        c = model(torch.rand(2, 3, 32, 32), mg, keep).fused
+        plain = model(us, mg).fused
+    assert a[0] == b[0] and a[1] != b[1]  # pair 0 ignores its mammogram
+    assert a[1] == c[1] and a[0] != c[0]  # pair 1 ignores its ultrasound
+    assert torch.equal(model(us, mg, torch.ones(2, 2)).fused, plain)  # keeping both changes nothing
+
+
+def test_redrawn_pairs_draw_mg_partners_of_the_same_pathology_from_training_rows_only(
+        phantoms, monkeypatch):
+    import dlum.training
+    from dlum.training import redraw_pools
+
+    _, cohort, crops = phantoms
+    train = np.flatnonzero(cohort["split"].to_numpy() == "train")
+    pools = redraw_pools(cohort.assign(pairing="pseudo"), crops, train)
+    for label in (0, 1):
+        assert set(pools[label]) == set(crops.index["mg"][train[crops.labels[train] == label]])
+    number = {id(crop): c for c, crop in enumerate(crops.crops["mg"])}  # which crop was read
+    monkeypatch.setattr(dlum.training, "to_network_input",
+                        lambda crop, size, imagenet: torch.tensor(float(number.get(id(crop), -1))))
+    data = PairDataset(crops, train, imagenet=False, size=32, redraw_mg=pools)
+    drawn = {0: set(), 1: set()}
+    for _ in range(8):  # eight "epochs"
+        for i, row in enumerate(train):
+            label, partner = int(crops.labels[row]), int(data[i][1])
+            assert partner in pools[label]  # a training MG lesion of the same pathology
+            drawn[label].add(partner)
+    assert all(drawn[label] == set(pools[label]) for label in (0, 1))  # re-drawn over the pool
+    with pytest.raises(DLUMError, match="pseudo-pairs only"):
+        redraw_pools(cohort, crops, train)  # phantom pairs are same-patient pairs
+
+
+def test_the_paper_recipe_trains_with_both_levers_and_records_them(phantoms, tmp_path):
+    _, cohort, crops = phantoms
+    config = TrainConfig(arch="dlum", epochs=1, modality_dropout=0.5, redraw_pairs=True,
+                         max_steps_per_epoch=1, **QUICK)
+    card = fit(cohort.assign(pairing="pseudo"), crops, tmp_path, config, progress=False)
+    assert card.training["modality_dropout"] == 0.5 and card.training["redraw_pairs"] is True
+    deviations = " ".join(card.training["deviations_from_paper"])
+    assert "modality dropout" in deviations and "re-drawn" in deviations
 
 
 # ----------------------------------------------------- `python -m dlum train` and its crop file

@@ -195,13 +195,18 @@ class DLUM(nn.Module):
         logits, features = self.branch_for(modality)(x)
         return BranchOutput(logits=logits, features=features)
 
-    def forward(self, us: torch.Tensor, mg: torch.Tensor) -> DLUMOutput:
+    def forward(self, us: torch.Tensor, mg: torch.Tensor, keep: torch.Tensor | None = None) -> DLUMOutput:
+        """``keep``: optional (B, 2) multipliers of each pair's US and MG block-5 features as
+        the fusion head reads them (0 drops a modality: modality dropout in training)."""
         _check_input(us, US)
         _check_input(mg, MG)
         if us.shape[0] != mg.shape[0]:
             raise ValueError(f"us and mg batches differ in size: {us.shape[0]} vs {mg.shape[0]}")
         us_logits, us_features = self.us_branch(us)
         mg_logits, mg_features = self.mg_branch(mg)
+        if keep is not None:
+            keep = keep.to(us_features.dtype)
+            us_features, mg_features = us_features * keep[:, :1], mg_features * keep[:, 1:]
         fused = self.fusion_head(torch.cat([us_features, mg_features], dim=1)).float()
         return DLUMOutput(fused=fused, us=us_logits, mg=mg_logits)
 
