@@ -61,7 +61,8 @@ def _sync(device):
 _LABEL = {"fp32": "fp32", "bf16": "bf16 autocast"}
 
 
-def one_pair_rows(checkpoint: str, device, repeats: int, compile_: bool, bf16: bool) -> list[dict]:
+def one_pair_rows(checkpoint: str, device, repeats: int, compile_: bool, bf16: bool,
+                  warmup: int = 2) -> list[dict]:
     """One uploaded pair → probabilities: precisions, layouts, compile.
 
     The README row with the target is the default path (``precision="auto"``: bf16 where the
@@ -91,7 +92,8 @@ def one_pair_rows(checkpoint: str, device, repeats: int, compile_: bool, bf16: b
         for name, fmt in layouts:
             predictor.use_memory_format(fmt)
             reps = max(2, repeats // 2) if emulated else repeats
-            t = timeit(lambda: predictor.predict_pair(us=us, mg=mg), reps, warmup=1 if emulated else 2)
+            t = timeit(lambda: predictor.predict_pair(us=us, mg=mg), reps,
+                       warmup=min(1, warmup) if emulated else warmup)
             p_dlum = predictor.predict_pair(us=us, mg=mg).p_dlum
             row = _row(f"one pair → probabilities ({_LABEL[prec]}, {name}, eager)", t)
             if reference is None:
@@ -116,7 +118,7 @@ def one_pair_rows(checkpoint: str, device, repeats: int, compile_: bool, bf16: b
             ok = predictor.compile_pair_path()
             compile_s = time.perf_counter() - start
             if ok:
-                t = timeit(lambda: predictor.predict_pair(us=us, mg=mg), repeats, warmup=2)
+                t = timeit(lambda: predictor.predict_pair(us=us, mg=mg), repeats, warmup=warmup)
                 got = predictor.predict_pair(us=us, mg=mg).p_dlum
                 row = _row(f"one pair → probabilities ({_LABEL[prec]}, channels_last, torch.compile)", t,
                            compile_s=compile_s, max_abs_diff=abs(got - reference))
@@ -132,7 +134,7 @@ def one_pair_rows(checkpoint: str, device, repeats: int, compile_: bool, bf16: b
 
 
 def batch_rows(checkpoint: str, device, batches: list[int], repeats: int, compile_: bool,
-               precision: str) -> list[dict]:
+               precision: str, warmup: int = 2) -> list[dict]:
     """Cohort inference throughput: network input tensors already decoded, pairs/s per batch size."""
     import torch
 
@@ -158,7 +160,7 @@ def batch_rows(checkpoint: str, device, batches: list[int], repeats: int, compil
                     with autocast(device, predictor.dtype):
                         model(x, x)[0].float().sum().item()
 
-            t = timeit(run, repeats, warmup=2)
+            t = timeit(run, repeats, warmup=warmup)
             rate = b / t["median"]
             tflops = rate * GFLOP_PER_PAIR / 1e3
             row = _row(f"batched inference, batch {b} ({prec}, channels_last, {name})", t,
@@ -176,7 +178,7 @@ def batch_rows(checkpoint: str, device, batches: list[int], repeats: int, compil
     return rows
 
 
-def cam_rows(checkpoint: str, device, repeats: int) -> list[dict]:
+def cam_rows(checkpoint: str, device, repeats: int, warmup: int = 1) -> list[dict]:
     """All 10 Grad-CAM maps of a pair (fp32, with gradients), and one map."""
     from dlum.data.io import read_image
     from dlum.inference import Predictor
@@ -186,12 +188,13 @@ def cam_rows(checkpoint: str, device, repeats: int) -> list[dict]:
     predictor = Predictor(checkpoint, device=device, precision="fp32")
     x_us = predictor.preprocess(read_image(us))[None]
     x_mg = predictor.preprocess(read_image(mg))[None]
-    t = timeit(lambda: compute_cams(predictor.model, x_us, x_mg), repeats, warmup=1)
+    t = timeit(lambda: compute_cams(predictor.model, x_us, x_mg), repeats, warmup=warmup)
     row = _row("10 CAMs (Grad-CAM, both branches, fp32)", t)
     readme_row(row, "all 10 CAMs of a pair (Grad-CAM, fp32, one forward/backward per branch)",
                target_s=TARGET_CAMS_S if device.type == "cpu" else None, device=device.type)
     rows = [row]
-    t = timeit(lambda: compute_cams(predictor.model, x_us, None, target="branch"), repeats, warmup=1)
+    t = timeit(lambda: compute_cams(predictor.model, x_us, None, target="branch"), repeats,
+               warmup=warmup)
     rows.append(_row("one CAM (one branch's forward/backward; its other 4 blocks come free)", t))
     return rows
 
@@ -209,20 +212,25 @@ def main(argv=None) -> int:
                         help="comma-separated batch sizes (default 16 on CPU, 16,64,128,256 on GPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 one-pair rows where bf16 is not the default")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed runs before each timing (default 2, 1 for CAMs and emulated bf16)")
     args = parser.parse_args(argv)
+    warm = {} if args.warmup is None else {"warmup": args.warmup}
+    few = max(1, args.repeats // 2)  # batches and CAMs take longer: half the repeats
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     batches = [int(b) for b in (args.batches or ("16,64,128,256" if gpu else "16")).split(",")]
 
-    rows = one_pair_rows(args.checkpoint, device, args.repeats, not args.no_compile, not args.no_bf16)
-    rows += batch_rows(args.checkpoint, device, batches, max(2, args.repeats // 2),
-                       compile_=gpu and not args.no_compile, precision="auto")
+    rows = one_pair_rows(args.checkpoint, device, args.repeats, not args.no_compile, not args.no_bf16,
+                         **warm)
+    rows += batch_rows(args.checkpoint, device, batches, few, compile_=gpu and not args.no_compile,
+                       precision="auto", **warm)
     # What bf16 buys: fp32 at the largest batch, wherever bf16 is the default (on a GPU cuDNN's
     # convolutions may use TF32). Where fp32 is the default, emulated bf16 batches take minutes.
     if fast_dtype(device) == torch.bfloat16:
-        rows += batch_rows(args.checkpoint, device, batches[-1:], max(2, args.repeats // 2),
-                           compile_=False, precision="fp32")
-    rows += cam_rows(args.checkpoint, device, max(2, args.repeats // 2))
+        rows += batch_rows(args.checkpoint, device, batches[-1:], few, compile_=False,
+                           precision="fp32", **warm)
+    rows += cam_rows(args.checkpoint, device, few, **warm)
     _sync(device)
     print(format_table(rows, ["task", "median_s", "iqr_s", "min_s", "pairs_per_s", "tflop_per_s"]))
     print(f"threads: {torch.get_num_threads()}; device: {device_label(device)['name']}")

