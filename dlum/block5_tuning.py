@@ -1,0 +1,106 @@
+"""Fine-tuning one branch's block 5 on cached block-4 features, cheap enough for a CPU.
+
+The DL-UM paper (Xu et al., Breast Cancer Research 2025) fine-tunes both VGG19 branches end to
+end; with frozen blocks 1-4 the expensive part runs once per lesion and view, and only block 5
+(plus a linear head) is trained on its cached input. ``scripts/finetune_us_block5.py`` measures
+what this buys the US branch on the validation split (docs/training.md).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+__all__ = ["block5_inputs", "pooled_output", "tune_block5"]
+
+
+def block5_inputs(branch, crops: list[np.ndarray], *, imagenet: bool, size: int, augment=None,
+                  batch_size: int = 16) -> np.ndarray:
+    """Block 5's input of each crop (block 4's activation after its 2x2 pooling) through a frozen
+    :class:`dlum.networks.vgg.VGGBranch`, as float16 ``(N, C, h, w)``; ``augment`` (a
+    :class:`dlum.training.Augment`) is applied to each crop first when given."""
+    from dlum.frozen import network_batches
+
+    out = []
+    for x in network_batches(crops, imagenet=imagenet, size=size, batch_size=batch_size,
+                             augment=augment):
+        with torch.inference_mode():
+            for b, block in enumerate(branch.blocks[:-1]):
+                x = block(branch.pool(x) if b > 0 else x)
+            out.append(branch.pool(x).to(torch.float16).numpy())
+    return np.concatenate(out)
+
+
+def pooled_output(block, maps: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Global-average-pooled output of ``block`` (eval mode) on cached inputs: ``(N, C)`` float64,
+    what the block's deep-supervision head and the fusion head read."""
+    block.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(maps), batch_size):
+            x = torch.from_numpy(maps[start:start + batch_size]).float()
+            out.append(block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def tune_block5(block, views: list[np.ndarray], y: np.ndarray, *, epochs: int, lr: float = 3e-5,
+                batch_size: int = 32, dropout: float = 0.5, seed: int = 0,
+                after_epoch: Callable[[Callable[[torch.Tensor], torch.Tensor]], dict] | None = None
+                ) -> list[dict]:
+    """Train ``block`` in place on cached inputs ``views`` (one ``(N, C, h, w)`` array per
+    augmented view of the same N lesions, labels ``y``) with a linear head on its pooled,
+    standardised output: Adam (the head at 10x ``lr``), class-balanced binary cross-entropy, one
+    random view per lesion per epoch, ``dropout`` on the standardised features. BatchNorm
+    statistics stay fixed, so an identity start (:func:`dlum.frozen.identity_block`) is the
+    frozen function at epoch 0. The head is discarded: callers fit their own on
+    :func:`pooled_output`. ``after_epoch(logit)`` may add to each epoch's line of the returned
+    log (e.g. a validation AUC of the training head ``logit(pooled features)``)."""
+    y = np.asarray(y).astype(int)
+    n = len(y)
+    if not views or any(len(v) != n for v in views):
+        raise ValueError("every view must hold the same lesions as y")
+    if min(np.bincount(y, minlength=2)) == 0:
+        raise ValueError("block 5 tuning needs lesions of both classes")
+    # the training head reads standardised features (VGG activations are in the hundreds)
+    start = np.concatenate([pooled_output(block, v) for v in views])
+    mean = torch.from_numpy(start.mean(0)).float()
+    spread = start.std(0)
+    scale = torch.from_numpy(np.where(spread > 1e-6, spread, 1.0)).float()  # constant: unscaled
+    linear = torch.nn.Linear(start.shape[1], 1)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+
+    def logit(features: torch.Tensor, drop: float = 0.0) -> torch.Tensor:
+        z = torch.nn.functional.dropout((features - mean) / scale, drop, drop > 0)
+        return linear(z).squeeze(1)
+
+    optimizer = torch.optim.Adam([{"params": block.parameters(), "lr": lr},
+                                  {"params": linear.parameters(), "lr": 10 * lr}])
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((y == 0).sum() / (y == 1).sum()))
+    rng = np.random.default_rng(seed)
+    log, t0 = [], time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        block.train()
+        block.bn.eval()  # statistics fixed
+        order = rng.permutation(n)
+        view = rng.integers(0, len(views), n)
+        total = 0.0
+        for first in range(0, n, batch_size):
+            idx = order[first:first + batch_size]
+            x = torch.from_numpy(np.stack([views[v][i] for v, i in zip(view[idx], idx)])).float()
+            features = block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+            loss = loss_fn(logit(features, dropout), torch.from_numpy(y[idx]).float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        block.eval()
+        line = {"epoch": epoch, "train_loss": total / n, "seconds": time.perf_counter() - t0}
+        if after_epoch is not None:
+            with torch.inference_mode():
+                line.update(after_epoch(logit))
+        log.append(line)
+    block.eval()
+    return log

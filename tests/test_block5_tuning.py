@@ -1,0 +1,77 @@
+"""Block 5 tuned on cached block-4 features: the cached input is what the branch computes, an
+identity start is the frozen function, and tuning learns a signal the start misses."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from dlum.block5_tuning import block5_inputs, pooled_output, tune_block5
+from dlum.frozen import identity_block
+from dlum.networks.vgg import VGGBlock, VGGBranch
+
+
+def test_cached_inputs_and_pooled_output_reproduce_the_branch():
+    torch.manual_seed(0)
+    branch = VGGBranch().eval()
+    crops = [np.random.default_rng(i).random((40, 50)).astype(np.float32) for i in range(3)]
+    maps = block5_inputs(branch, crops, imagenet=False, size=32, batch_size=2)
+    assert maps.dtype == np.float16 and maps.shape == (3, 512, 2, 2)
+    from dlum.data.transforms import to_network_input
+
+    x = torch.stack([to_network_input(c, size=32, imagenet=False) for c in crops])
+    with torch.no_grad():
+        _, features = branch(x)  # block 5's pooled output, as the fusion head reads it
+    np.testing.assert_allclose(pooled_output(branch.blocks[-1], maps), features.numpy(),
+                               rtol=2e-2, atol=2e-2)  # the cache is float16
+
+
+def _toy(n=96, seed=0):
+    """Inputs whose label is the texture of channel 0 (malignant: a +/- checkerboard, benign:
+    flat) at the same mean, so that a frozen identity block, which pools the mean, misses it."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    maps = rng.random((n, 8, 4, 4)).astype(np.float32)
+    board = np.indices((4, 4)).sum(0) % 2 * 2 - 1.0
+    maps[:, 0] = 1.0 + 0.75 * board * y[:, None, None]  # exact in float16
+    turned = maps[:, :, ::-1, ::-1].copy()  # a second view: the same lesions turned by 180 degrees
+    return [maps.astype(np.float16), turned.astype(np.float16)], y
+
+
+def test_an_identity_start_is_the_frozen_function_and_tuning_learns_what_it_misses():
+    torch.manual_seed(0)
+    block = VGGBlock(8, 8, 2)
+    identity_block(block)
+    views, y = _toy()
+    start = pooled_output(block, views[0])
+    np.testing.assert_allclose(start, views[0].astype(np.float64).mean(axis=(2, 3)), atol=1e-6)
+    assert roc_auc_score(y, start[:, 0]) == pytest.approx(0.5)  # the mean carries no label
+    bn = copy.deepcopy(block.bn.state_dict())
+
+    def training_auc(logit):
+        features = torch.from_numpy(pooled_output(block, views[0])).float()
+        return {"auc": roc_auc_score(y, logit(features).numpy())}
+
+    log = tune_block5(block, views, y, epochs=30, lr=3e-3, batch_size=16, dropout=0.0,
+                      after_epoch=training_auc)
+    assert len(log) == 30 and log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
+    assert log[-1]["auc"] > 0.95  # the training head now tells the textures apart
+    for name in ("running_mean", "running_var"):  # statistics fixed
+        assert torch.equal(block.bn.state_dict()[name], bn[name])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    tuned = pooled_output(block, views[0])
+    fitted = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(tuned, y)
+    assert roc_auc_score(y, fitted.decision_function(tuned)) > 0.95  # and so does a fresh head
+
+
+def test_tuning_refuses_one_class_and_mismatched_views():
+    block = VGGBlock(8, 8, 1)
+    views, y = _toy(8)
+    with pytest.raises(ValueError, match="both classes"):
+        tune_block5(block, views, np.zeros(8, int), epochs=1)
+    with pytest.raises(ValueError, match="same lesions"):
+        tune_block5(block, [views[0], views[1][:4]], y, epochs=1)
