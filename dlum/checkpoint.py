@@ -34,7 +34,8 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     if model_config.get("frozen_backbone"):  # the ImageNet convolutions are not stored again
-        state = {k: v for k, v in state.items() if not _is_backbone(k)}
+        tuned = _tuned_prefixes(model_config)
+        state = {k: v for k, v in state.items() if not _is_backbone(k) or k.startswith(tuned)}
     unique, aliases = dedup_shared(
         {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
          for k, v in state.items()},
@@ -51,6 +52,13 @@ def save_checkpoint(
 def _is_backbone(key: str) -> bool:
     """A state-dict key of a branch's convolution blocks (not of a head or the fusion)."""
     return ".blocks." in key
+
+
+def _tuned_prefixes(model_config: dict) -> tuple[str, ...]:
+    """State-dict prefixes of the blocks a frozen-backbone model trained and therefore stores
+    (``tuned_block5``: the branches whose block 5 was fine-tuned, :mod:`dlum.block5_tuning`)."""
+    last = len(model_config.get("blocks", [0] * 5)) - 1
+    return tuple(f"{modality}_branch.blocks.{last}." for modality in model_config.get("tuned_block5", []))
 
 
 def dedup_shared(
@@ -123,8 +131,10 @@ def load_checkpoint(
         result = model.load_state_dict(state, strict=not frozen)
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: weights do not fit the model in the card ({exc})") from None
-    if frozen and (result.unexpected_keys or any(not _is_backbone(k) for k in result.missing_keys)):
-        raise CheckpointError(f"{weights}: weights do not fit the model in the card (missing "
-                              f"{[k for k in result.missing_keys if not _is_backbone(k)][:5]}, "
-                              f"unexpected {result.unexpected_keys[:5]})")
+    if frozen:
+        tuned = _tuned_prefixes(card.model)
+        missing = [k for k in result.missing_keys if not _is_backbone(k) or k.startswith(tuned)]
+        if result.unexpected_keys or missing:
+            raise CheckpointError(f"{weights}: weights do not fit the model in the card (missing "
+                                  f"{missing[:5]}, unexpected {result.unexpected_keys[:5]})")
     return model.to(device).eval(), card

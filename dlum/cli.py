@@ -197,6 +197,11 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         "pseudo-pairs; runs on a CPU (docs/training.md)")
     parser.add_argument("--views", type=int, default=4,
                         help="frozen-stacked: augmented views per training lesion")
+    parser.add_argument("--us-tune-epochs", type=int, default=0, metavar="E",
+                        help="frozen-stacked: fine-tune the US branch's block 5 on cached block-4 "
+                        "features for E epochs, with out-of-fold tunings for the fusion; kept "
+                        "only if it beats the frozen block in grouped cross-validation "
+                        "(default 0: frozen; docs/training.md)")
     for modality in ("us", "mg"):
         start = FROZEN_STARTS[modality]
         parser.add_argument(f"--{modality}-backbone", default=start,
@@ -227,7 +232,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=d.precision, choices=[p.value for p in Precision],
                         help="auto (bf16 where native), bf16 or fp32")
     parser.add_argument("--fold", type=int, default=None, help="train on the other folds, validate on this one")
-    parser.add_argument("--folds", type=int, default=d.folds)
+    parser.add_argument("--folds", type=int, default=d.folds,
+                        help="paper: patient-level folds of --fold; frozen-stacked: grouped "
+                        "cross-validation folds (penalties, out-of-fold logits, block-5 tuning)")
     parser.add_argument("--num-workers", type=int, default=d.num_workers)
     parser.add_argument("--input-size", type=int, default=d.input_size, help=argparse.SUPPRESS)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
@@ -282,7 +289,8 @@ def _train_frozen(args: argparse.Namespace) -> int:
         raise DLUMError("--modality-dropout and --redraw-pairs act on the paper recipe's end-to-end "
                         "training; the frozen-stacked recipe fits each lesion once and stacks "
                         "the fusion on out-of-fold logits instead")
-    config = FrozenConfig(views=args.views, us_backbone=args.us_backbone,
+    config = FrozenConfig(views=args.views, us_tune_epochs=args.us_tune_epochs, folds=args.folds,
+                          us_backbone=args.us_backbone,
                           mg_backbone=args.mg_backbone, seed=args.seed,
                           precision=args.precision, device=args.device, allow_split_overlap=args.allow_split_overlap)
     cohort, crops = _cohort_and_crops(args, "train")

@@ -67,7 +67,12 @@ class FrozenConfig:
     input_size: int = 224  # the paper's; smaller sides are for quick checks only
     precision: str = "auto"
     device: str = "auto"
-    weights_dtype: str = "float32"  # heads and fusion only: the backbone is not stored
+    weights_dtype: str = "float32"  # heads and fusion (and a tuned block 5): the rest is not stored
+    #: fine-tune the US branch's block 5 on cached block-4 features for this many epochs
+    #: (dlum.block5_tuning; 0: frozen), kept only where its out-of-fold grouped CV AUC on the
+    #: training split beats the frozen block 5's
+    us_tune_epochs: int = 0
+    tune_lr: float = 3e-5
     #: fit even when a patient or an image is in two splits (warned, recorded in the card)
     allow_split_overlap: bool = False
     # augmentation of the extra views (as the paper recipe's, a little stronger for MG)
@@ -79,6 +84,8 @@ class FrozenConfig:
     def __post_init__(self):
         if self.views < 1:
             raise DLUMError(f"views must be at least 1 (got {self.views})")
+        if self.us_tune_epochs < 0 or not self.tune_lr > 0:
+            raise DLUMError("us_tune_epochs must be at least 0 and tune_lr above 0")
         if self.folds < 2:
             raise DLUMError(f"folds must be at least 2 (got {self.folds})")
         if self.input_size < 32:  # five 2x2 pools
@@ -124,11 +131,12 @@ def network_batches(crops: list[np.ndarray], *, imagenet: bool, size: int, batch
 
 def block_features(branch, crops: list[np.ndarray], *, imagenet: bool, size: int,
                    device: torch.device, dtype: torch.dtype, batch_size: int = 16,
-                   augment=None) -> np.ndarray:
+                   augment=None, block5_inputs: list | None = None) -> np.ndarray:
     """Global-average-pooled activations of the five blocks (64+128+256+512+512 = 1,472 values)
     of each crop, through a frozen branch, then 512 more: what block 5 would give as an identity
     (the pooled block-4 output, averaged); ``augment`` (a :class:`dlum.training.Augment`) is
-    applied to each crop first when given."""
+    applied to each crop first when given. ``block5_inputs``, when given, receives block 5's
+    input (block 4's pooled activation) of each batch as float16, for :mod:`dlum.block5_tuning`."""
     from dlum.runtime import autocast
 
     out = []
@@ -137,7 +145,10 @@ def block_features(branch, crops: list[np.ndarray], *, imagenet: bool, size: int
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(device, dtype):
             acts = branch.forward_features(x)
-            identity5 = branch.pool(acts[-2]).float().mean(dim=(2, 3))
+            block5_input = branch.pool(acts[-2])
+            identity5 = block5_input.float().mean(dim=(2, 3))
+            if block5_inputs is not None:
+                block5_inputs.append(block5_input.to(torch.float16).cpu().numpy())
         out.append(torch.cat([a.float().mean(dim=(2, 3)) for a in acts] + [identity5], 1).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -256,6 +267,51 @@ def embed_stacked_fusion(fusion, us: LinearHead, mg: LinearHead, alpha: float, b
         fc2.bias[0] = gamma
 
 
+# ------------------------------------------------------------------------------- tuned block 5
+def keep_tuned(tuned_cv_auc: float, frozen_cv_auc: float) -> bool:
+    """The tuned block 5 replaces the frozen one only where its out-of-fold grouped CV AUC on the
+    training split is higher (the same rule as the identity block 5's)."""
+    return tuned_cv_auc > frozen_cv_auc
+
+
+def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups: np.ndarray,
+                            config: FrozenConfig):
+    """Block 5 fine-tuned (from ``start``) on every training lesion, its head, and honest
+    out-of-fold logits: for each grouped fold a block tuned and a head fitted without the fold's
+    patients give the fold's logits, so the stacked fusion never sees in-fold US outputs (a tuned
+    block cross-validates far above what it does on new patients). ``maps``: block 5's inputs
+    per view, lesions in the order of ``y``. Returns ``(block, head, oof_logits, log)``; the
+    head's ``cv_auc`` is the out-of-fold AUC."""
+    import copy
+
+    from sklearn.metrics import roc_auc_score
+
+    from dlum.block5_tuning import pooled_output, tune_block5
+
+    n, n_views = len(y), len(maps)
+
+    def tuned_head(idx: np.ndarray):
+        block = copy.deepcopy(start)
+        tune_block5(block, [m[idx] for m in maps], y[idx], epochs=config.us_tune_epochs,
+                    lr=config.tune_lr, seed=config.seed)
+        x = np.concatenate([pooled_output(block, m[idx]) for m in maps])
+        head, _ = fit_probe(x, np.tile(y[idx], n_views), np.tile(groups[idx], n_views),
+                            np.repeat(np.arange(n_views), len(idx)), c_grid=config.c_grid,
+                            folds=config.folds, seed=config.seed)
+        return block, head
+
+    t0 = time.perf_counter()
+    oof = np.zeros(n)
+    for train_idx, test_idx in _folds(y, groups, config.folds, config.seed):
+        block, head = tuned_head(train_idx)
+        oof[test_idx] = head.logits(pooled_output(block, maps[0][test_idx]))
+    cv_auc = float(roc_auc_score(y, oof))
+    block, head = tuned_head(np.arange(n))
+    log = {"epochs": config.us_tune_epochs, "lr": config.tune_lr, "cv_auc_out_of_fold": cv_auc,
+           "cv_auc_in_fold_head": head.cv_auc, "seconds": time.perf_counter() - t0}
+    return block, LinearHead(head.w, head.b, head.c, cv_auc), oof, log
+
+
 # ------------------------------------------------------------------------------------------ fit
 def _start_deviations(model) -> list[str]:
     """How each branch's ImageNet start differs from a full-precision VGG19 (the paper's)."""
@@ -335,18 +391,23 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     heads: dict[str, list[LinearHead]] = {}
     oof_block5: dict[str, pd.Series] = {}
     identity_blocks: list[str] = []
+    tuned_blocks: list[str] = []
     log: dict[str, Any] = {}
     for modality in MODALITIES:
         branch = model.branch_for(modality).to(memory_format=torch.channels_last)
         lesions = _lesion_table(cohort, crops, rows, modality)
         images = [crops.crops[modality][int(c)] for c in lesions["crop"]]
         t0 = time.perf_counter()
+        tune = modality == US and config.us_tune_epochs > 0
+        maps: list[list[np.ndarray]] = [[] for _ in range(config.views)]
         views = [block_features(branch, images, imagenet=imagenet, size=size, device=device,
-                                dtype=dtype, batch_size=config.batch_size)]
+                                dtype=dtype, batch_size=config.batch_size,
+                                block5_inputs=maps[0] if tune else None)]
         for v in range(1, config.views):
             torch.manual_seed(config.seed * 1000 + v)
             views.append(block_features(branch, images, imagenet=imagenet, size=size, device=device,
-                                        dtype=dtype, batch_size=config.batch_size, augment=augment))
+                                        dtype=dtype, batch_size=config.batch_size, augment=augment,
+                                        block5_inputs=maps[v] if tune else None))
             if progress:
                 print(f"frozen recipe: {modality.upper()} view {v + 1}/{config.views} done", flush=True)
         x = np.concatenate(views)
@@ -361,10 +422,25 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
         # Block 5: ImageNet's, or the identity (block 4's pooled output) when its head does
         # better in grouped cross-validation on the training split.
         identity = fits[n_blocks][0].cv_auc > fits[n_blocks - 1][0].cv_auc
-        if identity:
+        chosen = fits[:n_blocks - 1] + [fits[n_blocks] if identity else fits[n_blocks - 1]]
+        tuning = None
+        if tune:  # block 5 fine-tuned from the identity on the cached block-4 features
+            import copy
+
+            start = copy.deepcopy(branch.blocks[-1])
+            identity_block(start)
+            block, head, oof, tuning = tune_block5_out_of_fold(
+                start, [np.concatenate(m) for m in maps], lesions["label"].to_numpy().astype(int),
+                lesions["group"].to_numpy(), config)
+            tuning["kept"] = keep_tuned(head.cv_auc, chosen[-1][0].cv_auc)
+            if tuning["kept"]:
+                branch.blocks[-1].load_state_dict(block.state_dict())
+                chosen[-1] = (head, oof)
+                tuned_blocks.append(modality)
+            del maps
+        if identity and not (tuning and tuning["kept"]):
             identity_block(branch.blocks[-1])
             identity_blocks.append(modality)
-        chosen = fits[:n_blocks - 1] + [fits[n_blocks] if identity else fits[n_blocks - 1]]
         for k, (head, oof) in enumerate(chosen, start=1):
             heads[modality].append(head)
             embed_linear_head(branch.heads[k - 1], head.w, head.b)
@@ -373,9 +449,11 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
                          "feature_seconds": time.perf_counter() - t0,
                          "penalty_per_block": [h.c for h in heads[modality]],
                          "cv_auc_per_block": [h.cv_auc for h in heads[modality]],
-                         "block5": "identity" if identity else "imagenet",
+                         "block5": ("tuned" if modality in tuned_blocks else
+                                    "identity" if identity else "imagenet"),
                          "cv_auc_block5_imagenet": fits[n_blocks - 1][0].cv_auc,
-                         "cv_auc_block5_identity": fits[n_blocks][0].cv_auc}
+                         "cv_auc_block5_identity": fits[n_blocks][0].cv_auc,
+                         **({"block5_tuning": tuning} if tuning else {})}
     # stacked fusion on out-of-fold block-5 logits of the training pairs
     pairs = np.column_stack([oof_block5[m].loc[crops.index[m][rows]].to_numpy() for m in (US, MG)])
     labels = cohort["label"].to_numpy()[rows]
@@ -388,7 +466,8 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     seconds_fit = time.perf_counter() - t_start
     card = Card.from_dict({
         "name": out_dir.name,
-        "model": {**model.config(), "frozen_backbone": True, "identity_block5": identity_blocks},
+        "model": {**model.config(), "frozen_backbone": True, "identity_block5": identity_blocks,
+                  **({"tuned_block5": tuned_blocks} if tuned_blocks else {})},
         "arch": "dlum",
         "initialisation": (model.init_source if model.mg_branch.init_source == model.init_source
                            else f"US: {model.init_source}; MG: {model.mg_branch.init_source}"),
@@ -401,6 +480,10 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
                          "backbones frozen at ImageNet features (the paper fine-tunes both)",
                          "block 5 of a branch made the identity (Dirac convolutions) where its head "
                          "did better that way in grouped cross-validation on the training split",
+                         *([f"US block 5 fine-tuned ({config.us_tune_epochs} epochs, Adam "
+                            f"{config.tune_lr:g}) on cached block-4 features, from the identity, "
+                            "kept because its out-of-fold CV AUC beat the frozen block's"]
+                           if tuned_blocks else []),
                          "heads fitted as L2-penalised logistic regressions on each block's pooled "
                          "features (penalty by grouped cross-validation), not by focal loss with Adam",
                          "fusion fitted on out-of-fold block-5 logits (stacking), not end to end",

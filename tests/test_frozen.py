@@ -68,6 +68,8 @@ def test_config_is_checked():
         FrozenConfig(input_size=16)
     with pytest.raises(DLUMError, match="mg_backbone"):
         FrozenConfig(mg_backbone="resnet50")
+    with pytest.raises(DLUMError, match="us_tune_epochs"):
+        FrozenConfig(us_tune_epochs=-1)
 
 
 def test_the_paper_recipes_levers_are_refused_with_the_frozen_recipe(capsys):
@@ -181,6 +183,52 @@ def test_no_choice_touches_test_or_external_labels(tiny, fitted, tmp_path):
     fit_frozen(shuffled, crops_shuffled, tmp_path / "b", CONFIG, progress=False)
     a, b = (load_file(str(d / "model.safetensors")) for d in (fitted[0], tmp_path / "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_only(
+        tiny, tmp_path, monkeypatch):
+    """With --us-tune-epochs the US block 5 is tuned with out-of-fold tunings; kept (forced here),
+    it is stored beside the heads and the reloaded checkpoint gives the held-out predictions."""
+    import dataclasses
+
+    import dlum.frozen
+    from dlum.checkpoint import load_checkpoint
+    from dlum.training import predict_rows
+
+    cohort, crops = tiny
+    config = dataclasses.replace(CONFIG, us_tune_epochs=2, tune_lr=1e-3)
+    seen = []
+    monkeypatch.setattr(dlum.frozen, "keep_tuned", lambda tuned, frozen: seen.append((tuned, frozen)) or True)
+    card = fit_frozen(cohort, crops, tmp_path / "t", config, progress=False)
+    ((tuned_cv, frozen_cv),) = seen
+    tuning = card.training["fit"]["us"]["block5_tuning"]
+    assert tuning["cv_auc_out_of_fold"] == tuned_cv and tuning["kept"] and tuning["epochs"] == 2
+    assert frozen_cv == max(card.training["fit"]["us"]["cv_auc_block5_imagenet"],
+                            card.training["fit"]["us"]["cv_auc_block5_identity"])
+    assert card.training["fit"]["us"]["block5"] == "tuned"
+    assert card.model["tuned_block5"] == ["us"] and "us" not in card.model["identity_block5"]
+    assert "fine-tuned" in " ".join(card.training["deviations_from_paper"])
+    model, _ = load_checkpoint(tmp_path / "t")
+    dirac = torch.zeros_like(model.us_branch.blocks[-1].convs[0].weight)
+    torch.nn.init.dirac_(dirac)
+    assert not torch.equal(model.us_branch.blocks[-1].convs[0].weight, dirac)  # tuned, stored
+    held = pd.read_csv(tmp_path / "t" / "held_out_predictions.csv")
+    rows = cohort.index[cohort["case_id"].isin(held["case_id"])].to_numpy()
+    again = predict_rows(model, "dlum", crops, rows, imagenet=True, device=torch.device("cpu"),
+                         dtype=torch.float32, size=64)
+    np.testing.assert_allclose(again["p_dlum"], held["p_dlum"], atol=1e-5)
+    np.testing.assert_allclose(again["p_us_head"], held["p_us_head"], atol=1e-5)
+    # a card that names the tuned block without its weights is refused
+    from safetensors.torch import load_file, save_file
+
+    from dlum.errors import CheckpointError
+
+    weights = tmp_path / "t" / "model.safetensors"
+    state = {k: v for k, v in load_file(str(weights)).items() if ".blocks." not in k}
+    save_file(state, str(weights), metadata={"format": "dlum"})
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path / "t")
 
 
 def test_an_identity_block_passes_non_negative_maps_through():

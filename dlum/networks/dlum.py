@@ -306,6 +306,9 @@ def build_model(config: dict) -> nn.Module:
             if modality not in MODALITIES:
                 raise CheckpointError(f"model config: identity_block5 names {modality!r}")
             identity_block(model.branch_for(modality).blocks[-1])
+        for modality in config.get("tuned_block5", []):  # stored with the heads (dlum.checkpoint)
+            if modality not in MODALITIES or modality in config.get("identity_block5", []):
+                raise CheckpointError(f"model config: tuned_block5 names {modality!r}")
         return model
     if arch == ARCH_DLUM:
         model = DLUM(pretrained=False, share_backbone=bool(config.get("share_backbone", False)))
