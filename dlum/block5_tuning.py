@@ -72,8 +72,12 @@ def tune_block5(block, views: list[np.ndarray], y: np.ndarray, *, epochs: int, l
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
 
+    masks = torch.Generator().manual_seed(seed)  # dropout of its own: the same seed, the same fit
+
     def logit(features: torch.Tensor, drop: float = 0.0) -> torch.Tensor:
-        z = torch.nn.functional.dropout((features - mean) / scale, drop, drop > 0)
+        z = (features - mean) / scale
+        if drop > 0:
+            z = z * (torch.rand(z.shape, generator=masks) >= drop) / (1.0 - drop)
         return linear(z).squeeze(1)
 
     optimizer = torch.optim.Adam([{"params": block.parameters(), "lr": lr},

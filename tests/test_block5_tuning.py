@@ -68,6 +68,19 @@ def test_an_identity_start_is_the_frozen_function_and_tuning_learns_what_it_miss
     assert roc_auc_score(y, fitted.decision_function(tuned)) > 0.95  # and so does a fresh head
 
 
+def test_the_same_seed_tunes_the_same_block():
+    views, y = _toy(32)
+    blocks = []
+    for drawn_elsewhere in (1, 7):
+        torch.manual_seed(0)
+        block = VGGBlock(8, 8, 2)
+        identity_block(block)
+        torch.rand(drawn_elsewhere)  # what else drew from the global generator does not matter
+        tune_block5(block, views, y, epochs=2, lr=1e-3, batch_size=8, dropout=0.5, seed=3)
+        blocks.append(block.state_dict())
+    assert all(torch.equal(blocks[0][k], blocks[1][k]) for k in blocks[0])
+
+
 def test_tuning_refuses_one_class_and_mismatched_views():
     block = VGGBlock(8, 8, 1)
     views, y = _toy(8)
