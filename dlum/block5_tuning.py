@@ -1,8 +1,9 @@
 """Fine-tuning one branch's block 5 on cached block-4 features, cheap enough for a CPU.
 
 The DL-UM paper (Xu et al., Breast Cancer Research 2025) fine-tunes both VGG19 branches end to
-end; with frozen blocks 1-4 the expensive part runs once per lesion and view, and only block 5
-(plus a linear head) is trained on its cached input. ``scripts/finetune_us_block5.py`` measures
+end; with frozen blocks 1-4 the expensive part runs once per lesion and view (block 5's input is
+collected by :func:`dlum.frozen.block_features`), and only block 5 (plus a linear head) is
+trained on that cached input. ``scripts/finetune_us_block5.py`` measures
 what this buys the US branch on the validation split (docs/training.md).
 """
 from __future__ import annotations
@@ -13,24 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["block5_inputs", "pooled_output", "tune_block5"]
-
-
-def block5_inputs(branch, crops: list[np.ndarray], *, imagenet: bool, size: int, augment=None,
-                  batch_size: int = 16) -> np.ndarray:
-    """Block 5's input of each crop (block 4's activation after its 2x2 pooling) through a frozen
-    :class:`dlum.networks.vgg.VGGBranch`, as float16 ``(N, C, h, w)``; ``augment`` (a
-    :class:`dlum.training.Augment`) is applied to each crop first when given."""
-    from dlum.frozen import network_batches
-
-    out = []
-    for x in network_batches(crops, imagenet=imagenet, size=size, batch_size=batch_size,
-                             augment=augment):
-        with torch.inference_mode():
-            for b, block in enumerate(branch.blocks[:-1]):
-                x = block(branch.pool(x) if b > 0 else x)
-            out.append(branch.pool(x).to(torch.float16).numpy())
-    return np.concatenate(out)
+__all__ = ["pooled_output", "tune_block5"]
 
 
 def pooled_output(block, maps: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -32,6 +32,7 @@ later, by ``report``, to choose the operating thresholds. The whole recipe runs 
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -282,8 +283,6 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
     block cross-validates far above what it does on new patients). ``maps``: block 5's inputs
     per view, lesions in the order of ``y``. Returns ``(block, head, oof_logits, log)``; the
     head's ``cv_auc`` is the out-of-fold AUC."""
-    import copy
-
     from sklearn.metrics import roc_auc_score
 
     from dlum.block5_tuning import pooled_output, tune_block5
@@ -292,9 +291,10 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
 
     def tuned_head(idx: np.ndarray):
         block = copy.deepcopy(start)
-        tune_block5(block, [m[idx] for m in maps], y[idx], epochs=config.us_tune_epochs,
-                    lr=config.tune_lr, seed=config.seed)
-        x = np.concatenate([pooled_output(block, m[idx]) for m in maps])
+        views = maps if len(idx) == n else [m[idx] for m in maps]  # no copy of the whole set
+        tune_block5(block, views, y[idx], epochs=config.us_tune_epochs, lr=config.tune_lr,
+                    seed=config.seed)
+        x = np.concatenate([pooled_output(block, m) for m in views])
         head, _ = fit_probe(x, np.tile(y[idx], n_views), np.tile(groups[idx], n_views),
                             np.repeat(np.arange(n_views), len(idx)), c_grid=config.c_grid,
                             folds=config.folds, seed=config.seed)
@@ -425,8 +425,6 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
         chosen = fits[:n_blocks - 1] + [fits[n_blocks] if identity else fits[n_blocks - 1]]
         tuning = None
         if tune:  # block 5 fine-tuned from the identity on the cached block-4 features
-            import copy
-
             start = copy.deepcopy(branch.blocks[-1])
             identity_block(start)
             block, head, oof, tuning = tune_block5_out_of_fold(

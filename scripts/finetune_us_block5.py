@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     from dlum.constants import TRAIN, US, VALIDATION
     from dlum.data.manifest import read_cohort
     from dlum.data.prepare import crops_beside
-    from dlum.block5_tuning import block5_inputs, pooled_output, tune_block5
-    from dlum.frozen import FrozenConfig, _lesion_table, fit_probe, identity_block
+    from dlum.block5_tuning import pooled_output, tune_block5
+    from dlum.frozen import FrozenConfig, _lesion_table, block_features, fit_probe, identity_block
     from dlum.networks.dlum import SingleBranch
     from dlum.networks.pretrained import uses_imagenet_normalisation
     from dlum.stats.roc import delong_test
@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cohort")
     parser.add_argument("--views", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="cache/finetune-us-block5")
@@ -85,9 +85,11 @@ def main(argv=None) -> int:
             images = [crops.crops[US][int(c)] for c in lesions[name]["crop"]]
             torch.manual_seed(frozen.seed * 1000 + view)  # the frozen recipe's views
             t0 = time.perf_counter()
-            maps = block5_inputs(branch, images, imagenet=imagenet, size=frozen.input_size,
-                                 augment=augment if view else None)
-            np.save(path, maps)
+            batches: list = []  # block 5's inputs, as the recipe's own feature pass collects them
+            block_features(branch, images, imagenet=imagenet, size=frozen.input_size,
+                           device=torch.device("cpu"), dtype=torch.float32,
+                           augment=augment if view else None, block5_inputs=batches)
+            np.save(path, np.concatenate(batches))
             print(f"{name} view {view}: {len(images)} lesions in {time.perf_counter() - t0:.0f} s",
                   flush=True)
         return np.load(path)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from dlum.block5_tuning import block5_inputs, pooled_output, tune_block5
-from dlum.frozen import identity_block
+from dlum.block5_tuning import pooled_output, tune_block5
+from dlum.frozen import block_features, identity_block
 from dlum.networks.vgg import VGGBlock, VGGBranch
 
 
@@ -16,8 +16,11 @@ def test_cached_inputs_and_pooled_output_reproduce_the_branch():
     torch.manual_seed(0)
     branch = VGGBranch().eval()
     crops = [np.random.default_rng(i).random((40, 50)).astype(np.float32) for i in range(3)]
-    maps = block5_inputs(branch, crops, imagenet=False, size=32, batch_size=2)
-    assert maps.dtype == np.float16 and maps.shape == (3, 512, 2, 2)
+    batches = []
+    features5 = block_features(branch, crops, imagenet=False, size=32, device=torch.device("cpu"),
+                               dtype=torch.float32, batch_size=2, block5_inputs=batches)
+    maps = np.concatenate(batches)
+    assert len(batches) == 2 and maps.dtype == np.float16 and maps.shape == (3, 512, 2, 2)
     from dlum.data.transforms import to_network_input
 
     x = torch.stack([to_network_input(c, size=32, imagenet=False) for c in crops])
@@ -25,6 +28,7 @@ def test_cached_inputs_and_pooled_output_reproduce_the_branch():
         _, features = branch(x)  # block 5's pooled output, as the fusion head reads it
     np.testing.assert_allclose(pooled_output(branch.blocks[-1], maps), features.numpy(),
                                rtol=2e-2, atol=2e-2)  # the cache is float16
+    np.testing.assert_allclose(features5[:, 1472 - 512:1472], features.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def _toy(n=96, seed=0):
