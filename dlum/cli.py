@@ -202,6 +202,13 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         "features for E epochs, with out-of-fold tunings for the fusion; kept "
                         "only if it beats the frozen block in grouped cross-validation "
                         "(default 0: frozen; docs/training.md)")
+    parser.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
+                        help="frozen-stacked: how the stored weights (heads, fusion, a tuned block "
+                        "5) are kept; float16 halves the checkpoint, predictions come from the "
+                        "stored weights either way")
+    parser.add_argument("--tune-folds", type=int, default=0, metavar="K",
+                        help="frozen-stacked: grouped folds of the out-of-fold block-5 tunings, "
+                        "each a full tuning (default 0: as --folds)")
     for modality in ("us", "mg"):
         start = FROZEN_STARTS[modality]
         parser.add_argument(f"--{modality}-backbone", default=start,
@@ -234,7 +241,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=None, help="train on the other folds, validate on this one")
     parser.add_argument("--folds", type=int, default=d.folds,
                         help="paper: patient-level folds of --fold; frozen-stacked: grouped "
-                        "cross-validation folds (penalties, out-of-fold logits, block-5 tuning)")
+                        "cross-validation folds (penalties, out-of-fold logits, block-5 tuning "
+                        "unless --tune-folds)")
     parser.add_argument("--num-workers", type=int, default=d.num_workers)
     parser.add_argument("--input-size", type=int, default=d.input_size, help=argparse.SUPPRESS)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
@@ -290,6 +298,7 @@ def _train_frozen(args: argparse.Namespace) -> int:
                         "training; the frozen-stacked recipe fits each lesion once and stacks "
                         "the fusion on out-of-fold logits instead")
     config = FrozenConfig(views=args.views, us_tune_epochs=args.us_tune_epochs, folds=args.folds,
+                          tune_folds=args.tune_folds, weights_dtype=args.weights_dtype,
                           us_backbone=args.us_backbone,
                           mg_backbone=args.mg_backbone, seed=args.seed,
                           precision=args.precision, device=args.device, allow_split_overlap=args.allow_split_overlap)

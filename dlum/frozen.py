@@ -74,6 +74,8 @@ class FrozenConfig:
     #: training split beats the frozen block 5's
     us_tune_epochs: int = 0
     tune_lr: float = 3e-5
+    #: grouped folds of the out-of-fold tunings (each is a full tuning; 0: ``folds``)
+    tune_folds: int = 0
     #: fit even when a patient or an image is in two splits (warned, recorded in the card)
     allow_split_overlap: bool = False
     # augmentation of the extra views (as the paper recipe's, a little stronger for MG)
@@ -89,6 +91,8 @@ class FrozenConfig:
             raise DLUMError("us_tune_epochs must be at least 0 and tune_lr above 0")
         if self.folds < 2:
             raise DLUMError(f"folds must be at least 2 (got {self.folds})")
+        if self.tune_folds == 1 or self.tune_folds < 0:
+            raise DLUMError(f"tune_folds must be 0 (as folds) or at least 2 (got {self.tune_folds})")
         if self.input_size < 32:  # five 2x2 pools
             raise DLUMError(f"input_size must be at least 32 (got {self.input_size})")
         if not self.c_grid or min(self.c_grid) <= 0:
@@ -302,12 +306,14 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
 
     t0 = time.perf_counter()
     oof = np.zeros(n)
-    for train_idx, test_idx in _folds(y, groups, config.folds, config.seed):
+    tune_folds = config.tune_folds or config.folds
+    for train_idx, test_idx in _folds(y, groups, tune_folds, config.seed):
         block, head = tuned_head(train_idx)
         oof[test_idx] = head.logits(pooled_output(block, maps[0][test_idx]))
     cv_auc = float(roc_auc_score(y, oof))
     block, head = tuned_head(np.arange(n))
-    log = {"epochs": config.us_tune_epochs, "lr": config.tune_lr, "cv_auc_out_of_fold": cv_auc,
+    log = {"epochs": config.us_tune_epochs, "lr": config.tune_lr, "folds": tune_folds,
+           "cv_auc_out_of_fold": cv_auc,
            "cv_auc_in_fold_head": head.cv_auc, "seconds": time.perf_counter() - t0}
     return block, LinearHead(head.w, head.b, head.c, cv_auc), oof, log
 

@@ -70,6 +70,8 @@ def test_config_is_checked():
         FrozenConfig(mg_backbone="resnet50")
     with pytest.raises(DLUMError, match="us_tune_epochs"):
         FrozenConfig(us_tune_epochs=-1)
+    with pytest.raises(DLUMError, match="tune_folds"):
+        FrozenConfig(tune_folds=1)
 
 
 def test_the_paper_recipes_levers_are_refused_with_the_frozen_recipe(capsys):
@@ -188,8 +190,9 @@ def test_no_choice_touches_test_or_external_labels(tiny, fitted, tmp_path):
 @pytest.mark.slow
 def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_only(
         tiny, tmp_path, monkeypatch):
-    """With --us-tune-epochs the US block 5 is tuned with out-of-fold tunings; kept (forced here),
-    it is stored beside the heads and the reloaded checkpoint gives the held-out predictions."""
+    """With --us-tune-epochs the US block 5 is tuned with out-of-fold tunings (--tune-folds of
+    them); kept (forced here), it is stored beside the heads (in float16 where asked) and the
+    reloaded checkpoint gives the held-out predictions."""
     import dataclasses
 
     import dlum.frozen
@@ -197,13 +200,15 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
     from dlum.training import predict_rows
 
     cohort, crops = tiny
-    config = dataclasses.replace(CONFIG, us_tune_epochs=2, tune_lr=1e-3)
+    config = dataclasses.replace(CONFIG, us_tune_epochs=2, tune_lr=1e-3, tune_folds=3,
+                                 weights_dtype="float16")
     seen = []
     monkeypatch.setattr(dlum.frozen, "keep_tuned", lambda tuned, frozen: seen.append((tuned, frozen)) or True)
     card = fit_frozen(cohort, crops, tmp_path / "t", config, progress=False)
     ((tuned_cv, frozen_cv),) = seen
     tuning = card.training["fit"]["us"]["block5_tuning"]
     assert tuning["cv_auc_out_of_fold"] == tuned_cv and tuning["kept"] and tuning["epochs"] == 2
+    assert tuning["folds"] == 3 and CONFIG.folds == 2  # the probes keep their own folds
     assert frozen_cv == max(card.training["fit"]["us"]["cv_auc_block5_imagenet"],
                             card.training["fit"]["us"]["cv_auc_block5_identity"])
     assert card.training["fit"]["us"]["block5"] == "tuned"
@@ -213,6 +218,11 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
     dirac = torch.zeros_like(model.us_branch.blocks[-1].convs[0].weight)
     torch.nn.init.dirac_(dirac)
     assert not torch.equal(model.us_branch.blocks[-1].convs[0].weight, dirac)  # tuned, stored
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "t" / "model.safetensors"), "pt") as stored:
+        stored_dtypes = {stored.get_slice(k).get_dtype() for k in stored.keys()}
+    assert "F16" in stored_dtypes and "F32" not in stored_dtypes  # (BatchNorm counts stay I64)
     held = pd.read_csv(tmp_path / "t" / "held_out_predictions.csv")
     rows = cohort.index[cohort["case_id"].isin(held["case_id"])].to_numpy()
     again = predict_rows(model, "dlum", crops, rows, imagenet=True, device=torch.device("cpu"),
