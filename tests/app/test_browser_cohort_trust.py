@@ -30,13 +30,18 @@ def test_decision_curves_are_drawn_in_chromium(app_url, browser_page, request_lo
     heading.wait_for()
     _settle(page, timeout_s=240)
     heading.scroll_into_view_if_needed()
+    # plotly.js is loaded and draws the title after the script run is over: wait for the drawn
+    # chart (a chart never drawn still fails here, after the timeout)
     chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Net benefit of biopsy")
+    chart.first.wait_for(state="attached", timeout=120_000)
     assert chart.count() == 1
     chart.scroll_into_view_if_needed()
     chart.locator(".main-svg").first.wait_for()
     assert chart.is_visible()
     # plotly.js drew the curves: biopsy all, biopsy none and one line per model (3 by default)
+    chart.locator(".scatterlayer .trace").nth(4).wait_for(state="attached", timeout=30_000)
     assert chart.locator(".scatterlayer .trace").count() >= 5
+    chart.get_by_text("BI-RADS 3/4 (2%)").first.wait_for(timeout=30_000)
     assert chart.get_by_text("BI-RADS 3/4 (2%)").count() == 1
     assert page.get_by_role("heading", name="When the branches disagree, all lesions").count() == 1
     _assert_clean(page, "Cohort ROC decision curves")
