@@ -5,6 +5,10 @@ end; with frozen blocks 1-4 the expensive part runs once per lesion and view (bl
 collected by :func:`dlum.frozen.block_features`), and only block 5 (plus a linear head) is
 trained on that cached input. ``scripts/finetune_us_block5.py`` measures
 what this buys the US branch on the validation split (docs/training.md).
+
+The cache stays on the host in float16; batches go to ``device`` and run under
+``dlum.runtime.autocast`` in ``dtype`` (bf16 where :func:`dlum.runtime.fast_dtype` picks it: a
+GPU or a CPU with native bf16), with the weights, the head and the loss in fp32.
 """
 from __future__ import annotations
 
@@ -14,23 +18,36 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dlum.runtime import autocast
+
 __all__ = ["pooled_output", "tune_block5"]
 
 
-def pooled_output(block, maps: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Global-average-pooled output of ``block`` (eval mode) on cached inputs: ``(N, C)`` float64,
-    what the block's deep-supervision head and the fusion head read."""
-    block.eval()
+_CPU = torch.device("cpu")
+
+
+def _batch(maps: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Cached float16 inputs as an fp32 channels-last batch on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(maps)).to(device).float()
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def pooled_output(block, maps: np.ndarray, batch_size: int = 64, *, device: torch.device = _CPU,
+                  dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """Global-average-pooled output of ``block`` (eval mode, on ``device``) on cached inputs:
+    ``(N, C)`` float64, what the block's deep-supervision head and the fusion head read."""
+    block.to(device).eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, dtype):
         for start in range(0, len(maps), batch_size):
-            x = torch.from_numpy(maps[start:start + batch_size]).float()
-            out.append(block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)).numpy())
+            pooled = block(_batch(maps[start:start + batch_size], device)).float().mean(dim=(2, 3))
+            out.append(pooled.cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 
 def tune_block5(block, views: list[np.ndarray], y: np.ndarray, *, epochs: int, lr: float = 3e-5,
                 batch_size: int = 32, dropout: float = 0.5, seed: int = 0,
+                device: torch.device = _CPU, dtype: torch.dtype = torch.float32,
                 after_epoch: Callable[[Callable[[torch.Tensor], torch.Tensor]], dict] | None = None
                 ) -> list[dict]:
     """Train ``block`` in place on cached inputs ``views`` (one ``(N, C, h, w)`` array per
@@ -40,7 +57,8 @@ def tune_block5(block, views: list[np.ndarray], y: np.ndarray, *, epochs: int, l
     statistics stay fixed, so an identity start (:func:`dlum.frozen.identity_block`) is the
     frozen function at epoch 0. The head is discarded: callers fit their own on
     :func:`pooled_output`. ``after_epoch(logit)`` may add to each epoch's line of the returned
-    log (e.g. a validation AUC of the training head ``logit(pooled features)``)."""
+    log (e.g. a validation AUC of the training head ``logit(pooled features)``, features on the
+    host). The block is left on ``device``."""
     y = np.asarray(y).astype(int)
     n = len(y)
     if not views or any(len(v) != n for v in views):
@@ -48,25 +66,29 @@ def tune_block5(block, views: list[np.ndarray], y: np.ndarray, *, epochs: int, l
     if min(np.bincount(y, minlength=2)) == 0:
         raise ValueError("block 5 tuning needs lesions of both classes")
     # the training head reads standardised features (VGG activations are in the hundreds)
-    start = np.concatenate([pooled_output(block, v) for v in views])
-    mean = torch.from_numpy(start.mean(0)).float()
+    start = np.concatenate([pooled_output(block, v, device=device, dtype=dtype) for v in views])
+    mean = torch.from_numpy(start.mean(0)).float().to(device)
     spread = start.std(0)
-    scale = torch.from_numpy(np.where(spread > 1e-6, spread, 1.0)).float()  # constant: unscaled
+    # a constant feature stays unscaled
+    scale = torch.from_numpy(np.where(spread > 1e-6, spread, 1.0)).float().to(device)
     linear = torch.nn.Linear(start.shape[1], 1)
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
+    linear.to(device)
 
-    masks = torch.Generator().manual_seed(seed)  # dropout of its own: the same seed, the same fit
+    # dropout of its own, drawn on the host: the same seed, the same masks on every device
+    masks = torch.Generator().manual_seed(seed)
 
     def logit(features: torch.Tensor, drop: float = 0.0) -> torch.Tensor:
-        z = (features - mean) / scale
+        z = (features.to(device).float() - mean) / scale
         if drop > 0:
-            z = z * (torch.rand(z.shape, generator=masks) >= drop) / (1.0 - drop)
-        return linear(z).squeeze(1)
+            z = z * (torch.rand(z.shape, generator=masks) >= drop).to(device) / (1.0 - drop)
+        return linear(z).squeeze(1).to(features.device)
 
     optimizer = torch.optim.Adam([{"params": block.parameters(), "lr": lr},
                                   {"params": linear.parameters(), "lr": 10 * lr}])
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((y == 0).sum() / (y == 1).sum()))
+    loss_fn = torch.nn.BCEWithLogitsLoss(
+        pos_weight=torch.tensor((y == 0).sum() / (y == 1).sum(), device=device))
     rng = np.random.default_rng(seed)
     log, t0 = [], time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -77,9 +99,10 @@ def tune_block5(block, views: list[np.ndarray], y: np.ndarray, *, epochs: int, l
         total = 0.0
         for first in range(0, n, batch_size):
             idx = order[first:first + batch_size]
-            x = torch.from_numpy(np.stack([views[v][i] for v, i in zip(view[idx], idx)])).float()
-            features = block(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
-            loss = loss_fn(logit(features, dropout), torch.from_numpy(y[idx]).float())
+            x = _batch(np.stack([views[v][i] for v, i in zip(view[idx], idx)]), device)
+            with autocast(device, dtype):
+                features = block(x).float().mean(dim=(2, 3))
+            loss = loss_fn(logit(features, dropout), torch.from_numpy(y[idx]).float().to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

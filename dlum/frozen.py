@@ -280,13 +280,15 @@ def keep_tuned(tuned_cv_auc: float, frozen_cv_auc: float) -> bool:
 
 
 def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups: np.ndarray,
-                            config: FrozenConfig):
+                            config: FrozenConfig, *, device: torch.device = torch.device("cpu"),
+                            dtype: torch.dtype = torch.float32):
     """Block 5 fine-tuned (from ``start``) on every training lesion, its head, and honest
     out-of-fold logits: for each grouped fold a block tuned and a head fitted without the fold's
     patients give the fold's logits, so the stacked fusion never sees in-fold US outputs (a tuned
     block cross-validates far above what it does on new patients). ``maps``: block 5's inputs
     per view, lesions in the order of ``y``. Returns ``(block, head, oof_logits, log)``; the
-    head's ``cv_auc`` is the out-of-fold AUC."""
+    head's ``cv_auc`` is the out-of-fold AUC. The tunings run on ``device`` in ``dtype``
+    (:mod:`dlum.block5_tuning`)."""
     from sklearn.metrics import roc_auc_score
 
     from dlum.block5_tuning import pooled_output, tune_block5
@@ -297,8 +299,8 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
         block = copy.deepcopy(start)
         views = maps if len(idx) == n else [m[idx] for m in maps]  # no copy of the whole set
         tune_block5(block, views, y[idx], epochs=config.us_tune_epochs, lr=config.tune_lr,
-                    seed=config.seed)
-        x = np.concatenate([pooled_output(block, m) for m in views])
+                    seed=config.seed, device=device, dtype=dtype)
+        x = np.concatenate([pooled_output(block, m, device=device, dtype=dtype) for m in views])
         head, _ = fit_probe(x, np.tile(y[idx], n_views), np.tile(groups[idx], n_views),
                             np.repeat(np.arange(n_views), len(idx)), c_grid=config.c_grid,
                             folds=config.folds, seed=config.seed)
@@ -309,10 +311,12 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
     tune_folds = config.tune_folds or config.folds
     for train_idx, test_idx in _folds(y, groups, tune_folds, config.seed):
         block, head = tuned_head(train_idx)
-        oof[test_idx] = head.logits(pooled_output(block, maps[0][test_idx]))
+        oof[test_idx] = head.logits(pooled_output(block, maps[0][test_idx], device=device,
+                                                  dtype=dtype))
     cv_auc = float(roc_auc_score(y, oof))
     block, head = tuned_head(np.arange(n))
     log = {"epochs": config.us_tune_epochs, "lr": config.tune_lr, "folds": tune_folds,
+           "precision": str(dtype).removeprefix("torch."),
            "cv_auc_out_of_fold": cv_auc,
            "cv_auc_in_fold_head": head.cv_auc, "seconds": time.perf_counter() - t0}
     return block, LinearHead(head.w, head.b, head.c, cv_auc), oof, log
@@ -435,7 +439,7 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
             identity_block(start)
             block, head, oof, tuning = tune_block5_out_of_fold(
                 start, [np.concatenate(m) for m in maps], lesions["label"].to_numpy().astype(int),
-                lesions["group"].to_numpy(), config)
+                lesions["group"].to_numpy(), config, device=device, dtype=dtype)
             tuning["kept"] = keep_tuned(head.cv_auc, chosen[-1][0].cv_auc)
             if tuning["kept"]:
                 branch.blocks[-1].load_state_dict(block.state_dict())

@@ -58,14 +58,21 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="cache/finetune-us-block5")
     parser.add_argument("--out", default="benchmarks/results/finetune_us_block5.json")
     parser.add_argument("--limit", type=int, default=0, help="first N lesions per split (smoke runs)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="auto", help="auto (dlum.runtime's pick), fp32 or bf16")
     args = parser.parse_args(argv)
+    from dlum.runtime import describe_device, fast_dtype, resolve_device
+
+    device = resolve_device(args.device)
+    dtype = fast_dtype(device, args.precision)
+    on = {"device": device, "dtype": dtype}
     t_start = time.perf_counter()
     cohort = read_cohort(args.cohort, check_images=False)
     crops, problem = crops_beside(args.cohort, cohort)
     if crops is None:
         raise SystemExit(f"no matching crops.npz beside {args.cohort}: {problem}")
     torch.manual_seed(args.seed)
-    model = SingleBranch(US, pretrained=VGG19Q).eval()
+    model = SingleBranch(US, pretrained=VGG19Q).to(device).eval()
     branch = model.branch.to(memory_format=torch.channels_last)
     imagenet = uses_imagenet_normalisation(branch.init_source)
     frozen = FrozenConfig()
@@ -87,8 +94,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             batches: list = []  # block 5's inputs, as the recipe's own feature pass collects them
             block_features(branch, images, imagenet=imagenet, size=frozen.input_size,
-                           device=torch.device("cpu"), dtype=torch.float32,
-                           augment=augment if view else None, block5_inputs=batches)
+                           **on, augment=augment if view else None, block5_inputs=batches)
             np.save(path, np.concatenate(batches))
             print(f"{name} view {view}: {len(images)} lesions in {time.perf_counter() - t0:.0f} s",
                   flush=True)
@@ -104,11 +110,11 @@ def main(argv=None) -> int:
 
     def head_on(block):
         """The frozen recipe's head on ``block``'s pooled output: (CV AUC, validation logits)."""
-        x = np.concatenate([pooled_output(block, m) for m in train_maps])
+        x = np.concatenate([pooled_output(block, m, **on) for m in train_maps])
         head, _ = fit_probe(x, np.tile(y, args.views), np.tile(groups, args.views),
                             np.repeat(np.arange(args.views), n), c_grid=frozen.c_grid,
                             folds=frozen.folds, seed=frozen.seed)
-        return head, head.logits(pooled_output(block, val_maps))
+        return head, head.logits(pooled_output(block, val_maps, **on))
 
     start_block = copy.deepcopy(branch.blocks[-1])
     identity_block(start_block)
@@ -119,13 +125,14 @@ def main(argv=None) -> int:
     block = copy.deepcopy(start_block).to(memory_format=torch.channels_last)
 
     def validation_auc(logit):
-        features = torch.from_numpy(pooled_output(block, val_maps)).float()
+        features = torch.from_numpy(pooled_output(block, val_maps, **on)).float()
         auc = float(roc_auc_score(y_val, logit(features).numpy()))
         print(f"epoch done: validation AUC of the training head {auc:.3f}", flush=True)
         return {"validation_auc_training_head": auc}
 
     epochs = tune_block5(block, train_maps, y, epochs=args.epochs, lr=args.lr,
-                         batch_size=args.batch_size, seed=args.seed, after_epoch=validation_auc)
+                         batch_size=args.batch_size, seed=args.seed, after_epoch=validation_auc,
+                         **on)
     tuned_head, tuned_val = head_on(block)
     test = delong_test(y_val, tuned_val, frozen_val)
     result = {
@@ -137,6 +144,7 @@ def main(argv=None) -> int:
         "delong_validation": {"diff": test.diff, "p": test.p_value},
         "per_epoch": epochs, "feature_seconds": t_features,
         "seconds": time.perf_counter() - t_start, "torch": torch.__version__,
+        "device": describe_device(device), "precision": str(dtype).removeprefix("torch."),
     }
     print(json.dumps({k: v for k, v in result.items() if k != "per_epoch"}, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

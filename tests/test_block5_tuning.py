@@ -63,13 +63,18 @@ def test_an_identity_start_is_the_frozen_function_and_tuning_learns_what_it_miss
     assert log[-1]["auc"] > 0.95  # the training head now tells the textures apart
     for name in ("running_mean", "running_var"):  # statistics fixed
         assert torch.equal(block.bn.state_dict()[name], bn[name])
+    tuned = pooled_output(block, views[0])
+    assert roc_auc_score(y, _fresh_head_scores(tuned, y)) > 0.95  # and so does a fresh head
+
+
+def _fresh_head_scores(features, y):
+    """A standardised logistic regression fitted and scored on ``features``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    tuned = pooled_output(block, views[0])
-    fitted = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(tuned, y)
-    assert roc_auc_score(y, fitted.decision_function(tuned)) > 0.95  # and so does a fresh head
+    fitted = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features, y)
+    return fitted.decision_function(features)
 
 
 def test_the_same_seed_tunes_the_same_block():
@@ -92,3 +97,35 @@ def test_tuning_refuses_one_class_and_mismatched_views():
         tune_block5(block, views, np.zeros(8, int), epochs=1)
     with pytest.raises(ValueError, match="same lesions"):
         tune_block5(block, [views[0], views[1][:4]], y, epochs=1)
+
+
+def _tuned(views, y, **kwargs):
+    torch.manual_seed(0)
+    block = VGGBlock(8, 8, 2)
+    identity_block(block)
+    log = tune_block5(block, views, y, epochs=20, lr=3e-3, batch_size=16, dropout=0.0, **kwargs)
+    return block, log
+
+
+def test_bf16_tuning_learns_what_fp32_learns():
+    """Where dlum.runtime picks bf16 (a GPU, a CPU with native bf16) the block runs under
+    autocast: the weights stay fp32 and the tuning still learns the texture."""
+    views, y = _toy()
+    block, log = _tuned(views, y, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in block.parameters())
+    assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
+    bf16 = pooled_output(block, views[0], dtype=torch.bfloat16)
+    fp32 = pooled_output(block, views[0])
+    assert bf16.dtype == np.float64
+    np.testing.assert_allclose(bf16, fp32, rtol=2e-2, atol=2e-2)  # bf16 keeps 8 bits of mantissa
+    assert roc_auc_score(y, _fresh_head_scores(fp32, y)) > 0.95
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_tunes_the_block_the_cpu_tunes():
+    views, y = _toy()
+    cpu, _ = _tuned(views, y)
+    gpu, _ = _tuned(views, y, device=torch.device("cuda"))
+    assert next(gpu.parameters()).device.type == "cuda"
+    np.testing.assert_allclose(pooled_output(gpu, views[0], device=torch.device("cuda")),
+                               pooled_output(cpu, views[0]), rtol=1e-3, atol=1e-3)

@@ -209,6 +209,7 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
     tuning = card.training["fit"]["us"]["block5_tuning"]
     assert tuning["cv_auc_out_of_fold"] == tuned_cv and tuning["kept"] and tuning["epochs"] == 2
     assert tuning["folds"] == 3 and CONFIG.folds == 2  # the probes keep their own folds
+    assert tuning["precision"] == "float32"  # as the recipe's precision resolves here
     assert frozen_cv == max(card.training["fit"]["us"]["cv_auc_block5_imagenet"],
                             card.training["fit"]["us"]["cv_auc_block5_identity"])
     assert card.training["fit"]["us"]["block5"] == "tuned"
