@@ -209,6 +209,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-folds", type=int, default=0, metavar="K",
                         help="frozen-stacked: grouped folds of the out-of-fold block-5 tunings, "
                         "each a full tuning (default 0: as --folds)")
+    parser.add_argument("--tune-last-convs", type=int, default=0, metavar="K",
+                        help="frozen-stacked: tune only block 5's last K convolutions, the others "
+                        "kept as identities and skipped (about 4/K times cheaper; default 0: all)")
     for modality in ("us", "mg"):
         start = FROZEN_STARTS[modality]
         parser.add_argument(f"--{modality}-backbone", default=start,
@@ -298,7 +301,8 @@ def _train_frozen(args: argparse.Namespace) -> int:
                         "training; the frozen-stacked recipe fits each lesion once and stacks "
                         "the fusion on out-of-fold logits instead")
     config = FrozenConfig(views=args.views, us_tune_epochs=args.us_tune_epochs, folds=args.folds,
-                          tune_folds=args.tune_folds, weights_dtype=args.weights_dtype,
+                          tune_folds=args.tune_folds, tune_last_convs=args.tune_last_convs,
+                          weights_dtype=args.weights_dtype,
                           us_backbone=args.us_backbone,
                           mg_backbone=args.mg_backbone, seed=args.seed,
                           precision=args.precision, device=args.device, allow_split_overlap=args.allow_split_overlap)

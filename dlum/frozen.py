@@ -76,6 +76,8 @@ class FrozenConfig:
     tune_lr: float = 3e-5
     #: grouped folds of the out-of-fold tunings (each is a full tuning; 0: ``folds``)
     tune_folds: int = 0
+    #: tune only block 5's last K convolutions, the others kept as identities (0: all four)
+    tune_last_convs: int = 0
     #: fit even when a patient or an image is in two splits (warned, recorded in the card)
     allow_split_overlap: bool = False
     # augmentation of the extra views (as the paper recipe's, a little stronger for MG)
@@ -93,6 +95,8 @@ class FrozenConfig:
             raise DLUMError(f"folds must be at least 2 (got {self.folds})")
         if self.tune_folds == 1 or self.tune_folds < 0:
             raise DLUMError(f"tune_folds must be 0 (as folds) or at least 2 (got {self.tune_folds})")
+        if self.tune_last_convs < 0:
+            raise DLUMError(f"tune_last_convs must be 0 (all) or more (got {self.tune_last_convs})")
         if self.input_size < 32:  # five 2x2 pools
             raise DLUMError(f"input_size must be at least 32 (got {self.input_size})")
         if not self.c_grid or min(self.c_grid) <= 0:
@@ -273,6 +277,11 @@ def embed_stacked_fusion(fusion, us: LinearHead, mg: LinearHead, alpha: float, b
 
 
 # ------------------------------------------------------------------------------- tuned block 5
+def _tuned_convs(config: FrozenConfig) -> str:
+    k = config.tune_last_convs
+    return f"its last {k} convolution{'s' if k > 1 else ''}" if k else "all its convolutions"
+
+
 def keep_tuned(tuned_cv_auc: float, frozen_cv_auc: float) -> bool:
     """The tuned block 5 replaces the frozen one only where its out-of-fold grouped CV AUC on the
     training split is higher (the same rule as the identity block 5's)."""
@@ -299,7 +308,8 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
         block = copy.deepcopy(start)
         views = maps if len(idx) == n else [m[idx] for m in maps]  # no copy of the whole set
         tune_block5(block, views, y[idx], epochs=config.us_tune_epochs, lr=config.tune_lr,
-                    seed=config.seed, device=device, dtype=dtype)
+                    seed=config.seed, last_convs=config.tune_last_convs, device=device,
+                    dtype=dtype)
         x = np.concatenate([pooled_output(block, m, device=device, dtype=dtype) for m in views])
         head, _ = fit_probe(x, np.tile(y[idx], n_views), np.tile(groups[idx], n_views),
                             np.repeat(np.arange(n_views), len(idx)), c_grid=config.c_grid,
@@ -316,6 +326,7 @@ def tune_block5_out_of_fold(start, maps: list[np.ndarray], y: np.ndarray, groups
     cv_auc = float(roc_auc_score(y, oof))
     block, head = tuned_head(np.arange(n))
     log = {"epochs": config.us_tune_epochs, "lr": config.tune_lr, "folds": tune_folds,
+           "last_convs": config.tune_last_convs or len(start.convs),
            "precision": str(dtype).removeprefix("torch."),
            "cv_auc_out_of_fold": cv_auc,
            "cv_auc_in_fold_head": head.cv_auc, "seconds": time.perf_counter() - t0}
@@ -394,6 +405,9 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
         raise DLUMError(f"the frozen recipe needs ImageNet weights ({exc}; install them with "
                         "`make install`, see README)") from exc
     model = model.to(device).eval()
+    if config.tune_last_convs > len(model.branch_for(US).blocks[-1].convs):
+        raise DLUMError(f"tune_last_convs: block 5 has {len(model.branch_for(US).blocks[-1].convs)} "
+                        f"convolutions (got {config.tune_last_convs})")
     imagenet = uses_imagenet_normalisation(model.init_source)
     augment = Augment(TrainConfig(rotate_deg=config.rotate_deg, scale=config.scale,
                                   translate=config.translate, intensity=config.intensity))
@@ -488,7 +502,8 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
                          "backbones frozen at ImageNet features (the paper fine-tunes both)",
                          "block 5 of a branch made the identity (Dirac convolutions) where its head "
                          "did better that way in grouped cross-validation on the training split",
-                         *([f"US block 5 fine-tuned ({config.us_tune_epochs} epochs, Adam "
+                         *([f"US block 5 fine-tuned ({_tuned_convs(config)}, "
+                            f"{config.us_tune_epochs} epochs, Adam "
                             f"{config.tune_lr:g}) on cached block-4 features, from the identity, "
                             "kept because its out-of-fold CV AUC beat the frozen block's"]
                            if tuned_blocks else []),

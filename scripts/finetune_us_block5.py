@@ -1,14 +1,16 @@
 """Does fine-tuning the US branch's block 5 beat the frozen recipe's US head? TRAINING and
 VALIDATION splits only.
 
-Usage: python scripts/finetune_us_block5.py COHORT_CSV [--views N] [--epochs E] [--out JSON]
+Usage: python scripts/finetune_us_block5.py COHORT_CSV [--views N] [--epochs E] [--last-convs K]
+[--out JSON]
 
 The lever "the US branch fine-tuned from block 4 on" of the scarce-mammography recipe
 (docs/training.md), made cheap enough for a 2-core CPU: the frozen blocks 1-4 run once per
 lesion and view (the plain crop and ``views`` - 1 augmented copies, as ``dlum.frozen``), their
 pooled output is cached (``--cache``), and only block 5 plus a linear head are trained on it
 (Adam, binary cross-entropy, one random cached view per lesion per epoch, block 5's BatchNorm
-statistics fixed). Block 5 starts as the identity, which is what the frozen recipe ships for the
+statistics fixed; ``--last-convs K``: only its last K convolutions, the others kept as
+identities). Block 5 starts as the identity, which is what the frozen recipe ships for the
 US branch, so epoch 0 is the frozen recipe's function.
 
 Both arms then get the frozen recipe's head, an L2-penalised logistic regression on the block-5
@@ -54,6 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--last-convs", type=int, default=0, help="tune only block 5's last K "
+                        "convolutions (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="cache/finetune-us-block5")
     parser.add_argument("--out", default="benchmarks/results/finetune_us_block5.json")
@@ -132,11 +136,13 @@ def main(argv=None) -> int:
 
     epochs = tune_block5(block, train_maps, y, epochs=args.epochs, lr=args.lr,
                          batch_size=args.batch_size, seed=args.seed, after_epoch=validation_auc,
+                         last_convs=args.last_convs,
                          **on)
     tuned_head, tuned_val = head_on(block)
     test = delong_test(y_val, tuned_val, frozen_val)
     result = {
         "views": args.views, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "last_convs": args.last_convs or len(block.convs),
         "train_lesions": int(n), "validation_lesions": int(len(y_val)),
         "frozen": {"cv_auc": frozen_head.cv_auc, "validation_auc": float(roc_auc_score(y_val, frozen_val))},
         "tuned": {"cv_auc_optimistic": tuned_head.cv_auc,

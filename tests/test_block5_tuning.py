@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from dlum.block5_tuning import pooled_output, tune_block5
+from dlum.block5_tuning import leading_identities, pooled_output, tune_block5
 from dlum.frozen import block_features, identity_block
 from dlum.networks.vgg import VGGBlock, VGGBranch
 
@@ -129,3 +129,37 @@ def test_a_gpu_tunes_the_block_the_cpu_tunes():
     assert next(gpu.parameters()).device.type == "cuda"
     np.testing.assert_allclose(pooled_output(gpu, views[0], device=torch.device("cuda")),
                                pooled_output(cpu, views[0]), rtol=1e-3, atol=1e-3)
+
+
+def test_tuning_only_the_last_convolution_leaves_the_identities_and_still_learns():
+    views, y = _toy()
+    torch.manual_seed(0)
+    block = VGGBlock(8, 8, 3)
+    identity_block(block)
+    assert leading_identities(block) == 2  # the last one is not counted: BatchNorm follows it
+    first = copy.deepcopy(block.convs[:2].state_dict())
+    log = tune_block5(block, views, y, epochs=30, lr=1e-2, batch_size=16, dropout=0.0,
+                      last_convs=1)
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert all(torch.equal(v, block.convs[:2].state_dict()[k]) for k, v in first.items())
+    assert leading_identities(block) == 2
+    tuned = pooled_output(block, views[0])
+    assert roc_auc_score(y, _fresh_head_scores(tuned, y)) > 0.95
+    with torch.no_grad():  # skipping the identities is the whole block on the (non-negative) input
+        whole = block(torch.from_numpy(views[0].astype(np.float32))).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(tuned, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_tuning_the_last_convolutions_needs_identities_before_them():
+    views, y = _toy(16)
+    torch.manual_seed(0)
+    block = VGGBlock(8, 8, 2)  # random convolutions
+    assert leading_identities(block) == 0
+    with pytest.raises(ValueError, match="identities"):
+        tune_block5(block, views, y, epochs=1, last_convs=1)
+    with pytest.raises(ValueError, match="last_convs"):
+        tune_block5(block, views, y, epochs=1, last_convs=3)
+    np.testing.assert_allclose(  # nothing skipped: the block as it is
+        pooled_output(block, views[0]),
+        block.eval()(torch.from_numpy(views[0].astype(np.float32))).mean(dim=(2, 3)).detach().numpy(),
+        rtol=1e-5, atol=1e-5)

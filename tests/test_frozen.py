@@ -72,6 +72,8 @@ def test_config_is_checked():
         FrozenConfig(us_tune_epochs=-1)
     with pytest.raises(DLUMError, match="tune_folds"):
         FrozenConfig(tune_folds=1)
+    with pytest.raises(DLUMError, match="tune_last_convs"):
+        FrozenConfig(tune_last_convs=-1)
 
 
 def test_the_paper_recipes_levers_are_refused_with_the_frozen_recipe(capsys):
@@ -201,7 +203,7 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
 
     cohort, crops = tiny
     config = dataclasses.replace(CONFIG, us_tune_epochs=2, tune_lr=1e-3, tune_folds=3,
-                                 weights_dtype="float16")
+                                 tune_last_convs=2, weights_dtype="float16")
     seen = []
     monkeypatch.setattr(dlum.frozen, "keep_tuned", lambda tuned, frozen: seen.append((tuned, frozen)) or True)
     card = fit_frozen(cohort, crops, tmp_path / "t", config, progress=False)
@@ -210,6 +212,7 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
     assert tuning["cv_auc_out_of_fold"] == tuned_cv and tuning["kept"] and tuning["epochs"] == 2
     assert tuning["folds"] == 3 and CONFIG.folds == 2  # the probes keep their own folds
     assert tuning["precision"] == "float32"  # as the recipe's precision resolves here
+    assert tuning["last_convs"] == 2
     assert frozen_cv == max(card.training["fit"]["us"]["cv_auc_block5_imagenet"],
                             card.training["fit"]["us"]["cv_auc_block5_identity"])
     assert card.training["fit"]["us"]["block5"] == "tuned"
@@ -218,7 +221,9 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
     model, _ = load_checkpoint(tmp_path / "t")
     dirac = torch.zeros_like(model.us_branch.blocks[-1].convs[0].weight)
     torch.nn.init.dirac_(dirac)
-    assert not torch.equal(model.us_branch.blocks[-1].convs[0].weight, dirac)  # tuned, stored
+    convs = model.us_branch.blocks[-1].convs
+    assert torch.equal(convs[1].weight, dirac)  # kept as the identity (--tune-last-convs 2)
+    assert not torch.equal(convs[2].weight, dirac) and not torch.equal(convs[3].weight, dirac)
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "t" / "model.safetensors"), "pt") as stored:
@@ -230,6 +235,12 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
                          dtype=torch.float32, size=64)
     np.testing.assert_allclose(again["p_dlum"], held["p_dlum"], atol=1e-5)
     np.testing.assert_allclose(again["p_us_head"], held["p_us_head"], atol=1e-5)
+    from dlum.errors import DLUMError
+
+    with pytest.raises(DLUMError, match="block 5 has 4"):  # refused before any feature is computed
+        fit_frozen(cohort, crops, tmp_path / "five", dataclasses.replace(config, tune_last_convs=5),
+                   progress=False)
+    assert not (tmp_path / "five" / "card.json").exists()
     # a card that names the tuned block without its weights is refused
     from safetensors.torch import load_file, save_file
 
