@@ -84,6 +84,14 @@ def test_the_paper_recipes_levers_are_refused_with_the_frozen_recipe(capsys):
     assert "act on the paper recipe" in capsys.readouterr().err
 
 
+def test_the_tuning_flags_reach_the_recipe(capsys):
+    from dlum import cli
+
+    assert cli.main(["train", "--cohort", "missing.csv", "--out", "unused", "--recipe",
+                     "frozen-stacked", "--us-tune-epochs", "1", "--tune-last-convs", "-1"]) != 0
+    assert "tune_last_convs must be 0" in capsys.readouterr().err
+
+
 def test_the_default_starts_are_the_shipped_checkpoints_starts():
     """`train --recipe frozen-stacked` with no start named fits what ships."""
     from pathlib import Path
