@@ -97,6 +97,10 @@ class FrozenConfig:
             raise DLUMError(f"tune_folds must be 0 (as folds) or at least 2 (got {self.tune_folds})")
         if self.tune_last_convs < 0:
             raise DLUMError(f"tune_last_convs must be 0 (all) or more (got {self.tune_last_convs})")
+        if (self.tune_last_convs or self.tune_folds) and not self.us_tune_epochs:
+            # they shape a tuning that would not run: say so rather than ignore them
+            raise DLUMError("tune_last_convs and tune_folds shape block 5's tuning: "
+                            "they need us_tune_epochs above 0 (--us-tune-epochs)")
         if self.input_size < 32:  # five 2x2 pools
             raise DLUMError(f"input_size must be at least 32 (got {self.input_size})")
         if not self.c_grid or min(self.c_grid) <= 0:

@@ -74,6 +74,10 @@ def test_config_is_checked():
         FrozenConfig(tune_folds=1)
     with pytest.raises(DLUMError, match="tune_last_convs"):
         FrozenConfig(tune_last_convs=-1)
+    with pytest.raises(DLUMError, match="need us_tune_epochs"):
+        FrozenConfig(tune_last_convs=1)
+    with pytest.raises(DLUMError, match="need us_tune_epochs"):
+        FrozenConfig(tune_folds=3)
 
 
 def test_the_paper_recipes_levers_are_refused_with_the_frozen_recipe(capsys):
@@ -90,6 +94,10 @@ def test_the_tuning_flags_reach_the_recipe(capsys):
     assert cli.main(["train", "--cohort", "missing.csv", "--out", "unused", "--recipe",
                      "frozen-stacked", "--us-tune-epochs", "1", "--tune-last-convs", "-1"]) != 0
     assert "tune_last_convs must be 0" in capsys.readouterr().err
+    # without --us-tune-epochs there is no tuning for them to shape: refused, not ignored
+    assert cli.main(["train", "--cohort", "missing.csv", "--out", "unused", "--recipe",
+                     "frozen-stacked", "--tune-last-convs", "1"]) != 0
+    assert "--us-tune-epochs" in capsys.readouterr().err
 
 
 def test_the_default_starts_are_the_shipped_checkpoints_starts():
