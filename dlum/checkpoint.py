@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dlum.card import CARD_FILE, Card, read_card, write_card
+from dlum.constants import VGG19_BLOCKS
 from dlum.errors import CheckpointError
 from dlum.files import atomic_path
 
@@ -55,10 +56,19 @@ def _is_backbone(key: str) -> bool:
 
 
 def _tuned_prefixes(model_config: dict) -> tuple[str, ...]:
-    """State-dict prefixes of the blocks a frozen-backbone model trained and therefore stores
-    (``tuned_block5``: the branches whose block 5 was fine-tuned, :mod:`dlum.block5_tuning`)."""
+    """State-dict prefixes of what a frozen-backbone model trained in its block 5 and therefore
+    stores (``tuned_block5``: the branches whose block 5 was fine-tuned, :mod:`dlum.block5_tuning`):
+    its last ``tuned_block5_convs`` convolutions (default all) and its BatchNorm. The convolutions
+    before them are identities that :func:`dlum.networks.dlum.build_model` rebuilds, so a block
+    tuned in its last convolution stores a quarter of the block."""
     last = len(model_config.get("blocks", [0] * 5)) - 1
-    return tuple(f"{modality}_branch.blocks.{last}." for modality in model_config.get("tuned_block5", []))
+    n_convs = VGG19_BLOCKS[-1]
+    k = int(model_config.get("tuned_block5_convs") or n_convs)
+    prefixes = []
+    for modality in model_config.get("tuned_block5", []):
+        block = f"{modality}_branch.blocks.{last}."
+        prefixes += [f"{block}convs.{i}." for i in range(n_convs - k, n_convs)] + [f"{block}bn."]
+    return tuple(prefixes)
 
 
 def dedup_shared(

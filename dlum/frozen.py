@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from dlum.configs import FROZEN_STARTS
-from dlum.constants import MG, MODALITIES, TRAIN, US
+from dlum.constants import MG, MODALITIES, TRAIN, US, VGG19_BLOCKS
 from dlum.data.crops import CropSet
 from dlum.errors import DLUMError
 
@@ -493,7 +493,8 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     card = Card.from_dict({
         "name": out_dir.name,
         "model": {**model.config(), "frozen_backbone": True, "identity_block5": identity_blocks,
-                  **({"tuned_block5": tuned_blocks} if tuned_blocks else {})},
+                  **({"tuned_block5": tuned_blocks, "tuned_block5_convs": config.tune_last_convs or VGG19_BLOCKS[-1]}
+                     if tuned_blocks else {})},
         "arch": "dlum",
         "initialisation": (model.init_source if model.mg_branch.init_source == model.init_source
                            else f"US: {model.init_source}; MG: {model.mg_branch.init_source}"),

@@ -244,7 +244,13 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
 
     with safe_open(str(tmp_path / "t" / "model.safetensors"), "pt") as stored:
         stored_dtypes = {stored.get_slice(k).get_dtype() for k in stored.keys()}
+        stored_block5 = {k.split(".blocks.4.")[1].rsplit(".", 1)[0] for k in stored.keys()
+                         if k.startswith("us_branch.blocks.4.")}
     assert "F16" in stored_dtypes and "F32" not in stored_dtypes  # (BatchNorm counts stay I64)
+    # only what was tuned is stored: the last two convolutions and the BatchNorm, not the
+    # identities before them (rebuilt from the card's tuned_block5_convs)
+    assert card.model["tuned_block5_convs"] == 2
+    assert stored_block5 == {"convs.2", "convs.3", "bn"}
     held = pd.read_csv(tmp_path / "t" / "held_out_predictions.csv")
     rows = cohort.index[cohort["case_id"].isin(held["case_id"])].to_numpy()
     again = predict_rows(model, "dlum", crops, rows, imagenet=True, device=torch.device("cpu"),
@@ -267,6 +273,10 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
     save_file(state, str(weights), metadata={"format": "dlum"})
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(tmp_path / "t")
+    from dlum.networks.dlum import build_model
+
+    with pytest.raises(CheckpointError, match="tuned_block5_convs must be 1 to 4"):
+        build_model({**card.model, "tuned_block5_convs": 5})
 
 
 def test_an_identity_block_passes_non_negative_maps_through():

@@ -306,9 +306,16 @@ def build_model(config: dict) -> nn.Module:
             if modality not in MODALITIES:
                 raise CheckpointError(f"model config: identity_block5 names {modality!r}")
             identity_block(model.branch_for(modality).blocks[-1])
+        tuned_convs = config.get("tuned_block5_convs", VGG19_BLOCKS[-1])
+        if not isinstance(tuned_convs, int) or not 1 <= tuned_convs <= VGG19_BLOCKS[-1]:
+            raise CheckpointError(f"model config: tuned_block5_convs must be 1 to {VGG19_BLOCKS[-1]} "
+                                  f"(got {tuned_convs!r})")
         for modality in config.get("tuned_block5", []):  # stored with the heads (dlum.checkpoint)
             if modality not in MODALITIES or modality in config.get("identity_block5", []):
                 raise CheckpointError(f"model config: tuned_block5 names {modality!r}")
+            # tuned from the identity: the convolutions before the tuned ones stay identities
+            # and are not stored
+            identity_block(model.branch_for(modality).blocks[-1])
         return model
     if arch == ARCH_DLUM:
         model = DLUM(pretrained=False, share_backbone=bool(config.get("share_backbone", False)))
