@@ -391,6 +391,7 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
                                guard_split_overlap)
 
     t_start = time.perf_counter()
+    code_commit = _git_commit()  # what is checked out now: a long fit may end on another commit
     overlap = guard_split_overlap(cohort, crops, allow=config.allow_split_overlap)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -520,7 +521,7 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
         "hardware": {"device": describe_device(device), "torch": torch.__version__,
                      "python": platform.python_version()},
         "data": data_info or {},
-        "code_commit": _git_commit(),
+        "code_commit": code_commit,
         "baselines": {
             "dlu": {"recipe": FROZEN_RECIPE, "weights": "the DL-UM US branch (same function: "
                     "frozen backbone, heads fitted on ultrasound lesions alone)"},

@@ -419,6 +419,8 @@ class _Run:
     optimizer: torch.optim.Optimizer
     train_loader: DataLoader
     val_loader: DataLoader
+    #: the commit checked out when training started (read then: a long run may end on another)
+    code_commit: str | None = None
 
     @property
     def state_path(self) -> Path:
@@ -509,7 +511,8 @@ def _set_up(cohort: pd.DataFrame, crops: CropSet, out_dir: Path, config: TrainCo
     train_loader, val_loader = _loaders(crops, train_rows, val_rows, config, imagenet=imagenet,
                                         device=device, rank=rank, world=world, redraw_mg=pools)
     return _Run(config, out_dir, rank, world, device, dtype, train_rows, val_rows, model,
-                train_model, init_source, imagenet, criterion, optimizer, train_loader, val_loader)
+                train_model, init_source, imagenet, criterion, optimizer, train_loader, val_loader,
+                _git_commit())
 
 
 def _resume(run: _Run, resume: bool) -> tuple[int, dict, list[dict]]:
@@ -675,7 +678,7 @@ def build_card(run: _Run, *, log: list[dict], best: dict, seconds: float,
         "hardware": {"device": describe_device(run.device), "torch": torch.__version__,
                      "python": platform.python_version()},
         "data": data_info or {},
-        "code_commit": _git_commit(),
+        "code_commit": run.code_commit,
     }, f"{run.out_dir}/card.json")
 
 

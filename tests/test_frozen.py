@@ -222,7 +222,12 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
                                  tune_last_convs=2, weights_dtype="float16")
     seen = []
     monkeypatch.setattr(dlum.frozen, "keep_tuned", lambda tuned, frozen: seen.append((tuned, frozen)) or True)
+    import dlum.training
+
+    commits = iter(["a" * 40, "b" * 40])  # the checkout moves on while the fit runs
+    monkeypatch.setattr(dlum.training, "_git_commit", lambda: next(commits))
     card = fit_frozen(cohort, crops, tmp_path / "t", config, progress=False)
+    assert card.code_commit == "a" * 40  # the code that ran: read when the fit started
     ((tuned_cv, frozen_cv),) = seen
     tuning = card.training["fit"]["us"]["block5_tuning"]
     assert tuning["cv_auc_out_of_fold"] == tuned_cv and tuning["kept"] and tuning["epochs"] == 2
