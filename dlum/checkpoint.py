@@ -35,6 +35,7 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     if model_config.get("frozen_backbone"):  # the ImageNet convolutions are not stored again
+        _check_untuned_identities(model, model_config)
         tuned = _tuned_prefixes(model_config)
         state = {k: v for k, v in state.items() if not _is_backbone(k) or k.startswith(tuned)}
     unique, aliases = dedup_shared(
@@ -61,14 +62,27 @@ def _tuned_prefixes(model_config: dict) -> tuple[str, ...]:
     its last ``tuned_block5_convs`` convolutions (default all) and its BatchNorm. The convolutions
     before them are identities that :func:`dlum.networks.dlum.build_model` rebuilds, so a block
     tuned in its last convolution stores a quarter of the block."""
-    last = len(model_config.get("blocks", [0] * 5)) - 1
-    n_convs = VGG19_BLOCKS[-1]
+    blocks = model_config.get("blocks", list(VGG19_BLOCKS))
+    last, n_convs = len(blocks) - 1, blocks[-1]
     k = int(model_config.get("tuned_block5_convs") or n_convs)
     prefixes = []
     for modality in model_config.get("tuned_block5", []):
         block = f"{modality}_branch.blocks.{last}."
         prefixes += [f"{block}convs.{i}." for i in range(n_convs - k, n_convs)] + [f"{block}bn."]
     return tuple(prefixes)
+
+
+def _check_untuned_identities(model: torch.nn.Module, model_config: dict) -> None:
+    """Refuse to drop a tuned block 5's leading convolutions unless they are identities, which
+    is what loading rebuilds (:func:`dlum.block5_tuning.leading_identities`)."""
+    from dlum.block5_tuning import leading_identities
+
+    for modality in model_config.get("tuned_block5", []):
+        block = model.branch_for(modality).blocks[-1]
+        untuned = len(block.convs) - int(model_config.get("tuned_block5_convs") or len(block.convs))
+        if leading_identities(block) < untuned:
+            raise CheckpointError(f"{modality} block 5: its first {untuned} convolutions are not "
+                                  "identities, so they cannot be left out (tuned_block5_convs)")
 
 
 def dedup_shared(

@@ -494,7 +494,8 @@ def fit_frozen(cohort: pd.DataFrame, crops: CropSet, out_dir: str | Path,
     card = Card.from_dict({
         "name": out_dir.name,
         "model": {**model.config(), "frozen_backbone": True, "identity_block5": identity_blocks,
-                  **({"tuned_block5": tuned_blocks, "tuned_block5_convs": config.tune_last_convs or VGG19_BLOCKS[-1]}
+                  **({"tuned_block5": tuned_blocks,
+                      "tuned_block5_convs": config.tune_last_convs or VGG19_BLOCKS[-1]}
                      if tuned_blocks else {})},
         "arch": "dlum",
         "initialisation": (model.init_source if model.mg_branch.init_source == model.init_source

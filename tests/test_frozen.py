@@ -282,6 +282,14 @@ def test_a_tuned_us_block5_is_stored_reloaded_and_chosen_by_cross_validation_onl
 
     with pytest.raises(CheckpointError, match="tuned_block5_convs must be 1 to 4"):
         build_model({**card.model, "tuned_block5_convs": 5})
+    # a convolution that is not an identity is never left out of the file
+    from dlum.checkpoint import save_checkpoint
+
+    with torch.no_grad():
+        model.us_branch.blocks[-1].convs[0].weight.add_(0.01)
+    with pytest.raises(CheckpointError, match="not identities"):
+        save_checkpoint(tmp_path / "u", model, card)
+    assert not (tmp_path / "u" / "model.safetensors").exists()
 
 
 def test_an_identity_block_passes_non_negative_maps_through():
