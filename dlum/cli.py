@@ -738,6 +738,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation + test predictions (DL-UM, with p_dlu/p_dlm): choose the "
                         "threshold on validation, write card metrics and the test predictions.csv")
     parser.add_argument("--readme", metavar="FILE", default=None, help="refresh the results table here")
+    parser.add_argument("--figures", metavar="DIR", default=None,
+                        help="write a reliability diagram per held-out split here "
+                        "(reliability_test.svg, reliability_external.svg)")
 
 
 def _report_run(args: argparse.Namespace) -> int:
@@ -748,20 +751,33 @@ def _report_run(args: argparse.Namespace) -> int:
     from dlum.reporting import (
         PREDICT_END,
         PREDICT_START,
+        SPLIT_TITLES,
         finalise_card,
         predict_example_markdown,
         results_markdown,
         update_readme,
         update_readme_block,
     )
+    from dlum.visualize.reliability import figure_folder, reliability_svgs, write_figures
 
     card = read_card(args.checkpoint)
+    held = None
     if args.held_out:
         card, held = finalise_card(card, read_predictions(args.held_out, fill_absent=False))
-        markdown = results_markdown(card)  # before anything is written: a failure changes nothing
+    markdown = results_markdown(card)  # before anything is written: a failure changes nothing
+    if args.figures and held is None:
+        source = Path(args.checkpoint) / PREDICTIONS_FILE
+        if not source.is_file():
+            raise DLUMError(f"--figures draws the held-out predictions, and {source} does not exist "
+                            "(run python -m dlum report --held-out first)")
+        held = read_predictions(source)
+    figures = {}
+    if args.figures:
+        figure_folder(args.figures)
+        figures = reliability_svgs(held, SPLIT_TITLES)
+    if args.held_out:
         write_predictions(held, Path(args.checkpoint) / PREDICTIONS_FILE)
         write_card(args.checkpoint, card)
-    markdown = results_markdown(card)
     if args.readme:
         update_readme(args.readme, markdown)
         readme_text = Path(args.readme).read_text(encoding="utf-8")
@@ -769,6 +785,8 @@ def _report_run(args: argparse.Namespace) -> int:
             update_readme_block(args.readme, predict_example_markdown(Path(args.readme).parent),
                                 PREDICT_START, PREDICT_END)
     print(markdown)
+    for path in write_figures(figures, args.figures) if figures else ():
+        print(f"wrote {path}")
     return 0
 
 

@@ -52,6 +52,15 @@ DEVELOPMENT_SPLITS = (TRAIN, VALIDATION, TEST)
 #: Splits whose rows no training step ever sees: results are reported on these.
 HELD_OUT_SPLITS = (TEST, EXTERNAL)
 
+#: One colour per model, the same on every figure (the dashboard's and the README's).
+MODEL_COLORS = {
+    "DL-UM": "#1f4e9c",
+    "DL-U": "#2a9d8f",
+    "DL-M": "#e07a1f",
+    "DL-UM US branch": "#7f8c9a",
+    "DL-UM MG branch": "#b0a089",
+}
+
 
 class Arch(StrEnum):
     """The three networks of the paper: the fusion and the two single-modality models."""

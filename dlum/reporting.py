@@ -150,8 +150,8 @@ def results_markdown(card: Card) -> str:
             f"model at its own threshold chosen on the validation split ({rule}; DL-UM: {fused}).",
             "",
             "| subgroup (n: malignant/benign) | model | AUC [DeLong 95% CI] | AUC cluster-bootstrap "
-            "95% CI | sensitivity | specificity | ECE | DeLong p vs DL-UM |",
-            "|---|---|---|---|---|---|---|---|",
+            "95% CI | sensitivity | specificity | ECE | Brier | DeLong p vs DL-UM |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for subgroup in SUBGROUPS:
             entry = groups.get(subgroup)
@@ -170,7 +170,7 @@ def results_markdown(card: Card) -> str:
                     f"| {label} | {model_name(column)} | {format_number(m.auc.value)} "
                     f"[{format_number(lo)}, {format_number(hi)}] | {cluster} | "
                     f"{format_number(m.sensitivity.value)} | {format_number(m.specificity.value)} "
-                    f"| {format_number(m.ece)} | {p} |")
+                    f"| {format_number(m.ece)} | {format_number(m.brier)} | {p} |")
                 label = ""
         sections.append("\n".join(lines))
     return "\n\n".join(sections)

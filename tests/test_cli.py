@@ -221,6 +221,38 @@ def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, caps
     assert "no held-out metrics" in capsys.readouterr().err
 
 
+def test_report_draws_the_reliability_diagrams_and_the_brier_column(tmp_path, capsys):
+    import shutil
+
+    from dlum.visualize.reliability import reliability_svgs
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(shipped, checkpoint, ignore=shutil.ignore_patterns("model.safetensors"))
+    figures = tmp_path / "docs" / "figures"
+    assert cli.main(["report", "--checkpoint", str(checkpoint), "--figures", str(figures)]) == 0
+    printed = capsys.readouterr().out
+    entry = json.loads((checkpoint / "card.json").read_text())["metrics"]["test"]["all"]["p_dlum"]
+    assert f"| {entry['ece']:.3f} | {entry['brier']:.3f} |  |" in printed
+    want = reliability_svgs(pd.read_csv(shipped / "predictions.csv"),
+                            {"test": "Test split", "external": "External split (a second centre)"})
+    assert {p.name: p.read_text() for p in figures.iterdir()} == want
+    assert f"wrote {figures / 'reliability_test.svg'}" in printed
+
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep")
+    assert cli.main(["report", "--checkpoint", str(checkpoint), "--held-out",
+                     str(shipped / "held_out_predictions.csv"), "--figures", str(blocker)]) == 2
+    assert "is a file" in capsys.readouterr().err and blocker.read_text() == "keep"
+    (checkpoint / "predictions.csv").unlink()
+    assert cli.main(["report", "--checkpoint", str(checkpoint), "--figures", str(tmp_path / "f")]) == 2
+    assert "run python -m dlum report --held-out first" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+    del before["predictions.csv"]
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
+
+
 def test_report_with_unusable_held_out_predictions_changes_nothing(tmp_path, capsys):
     import shutil
 

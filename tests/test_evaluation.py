@@ -176,8 +176,9 @@ def test_each_model_is_judged_at_its_own_threshold(preds):
     assert cohort.metrics_display(table.reset_index())["Threshold"].tolist() == ["0.300", "0.600", "0.900"]
 
 
-def readme_results() -> dict[tuple[str, str], tuple[float, float]]:
-    """``{(subgroup, model): (sensitivity, specificity)}`` of the README's test-split table."""
+def readme_results() -> dict[tuple[str, str], tuple[float, ...]]:
+    """``{(subgroup, model): (sensitivity, specificity, ECE, Brier)}`` of the README's test-split
+    table."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -185,9 +186,9 @@ def readme_results() -> dict[tuple[str, str], tuple[float, float]]:
     block = readme.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
     for line in block.split("**External")[0].splitlines():  # the test split's section
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 8 and cells[1] not in ("model", "---"):
+        if len(cells) == 9 and cells[1] not in ("model", "---"):
             subgroup = cells[0].split(" (")[0] or subgroup
-            rows[(subgroup, cells[1])] = (float(cells[4]), float(cells[5]))
+            rows[(subgroup, cells[1])] = tuple(float(cells[i]) for i in (4, 5, 6, 7))
     return rows
 
 
@@ -204,7 +205,9 @@ def test_the_shipped_checkpoint_shows_the_readme_figures_at_each_models_card_thr
     for sub in ("all", "concordant", "discordant"):
         table = cohort.operating_point_table(frame, cohort.models_in(frame), sub, thresholds)
         for _, r in table.iterrows():
-            assert (round(r["sensitivity"], 3), round(r["specificity"], 3)) == rows[(sub, r["model"])]
+            assert (round(r["sensitivity"], 3), round(r["specificity"], 3)) == rows[(sub, r["model"])][:2]
+        for _, r in cohort.calibration_metrics(frame, cohort.models_in(frame), sub).iterrows():
+            assert (round(r["ece"], 3), round(r["brier"], 3)) == rows[(sub, r["model"])][2:]
 
 
 def test_card_pairing(tmp_path):

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dlum.constants import SUBGROUPS
+from dlum.constants import MODEL_COLORS, SUBGROUPS
 
 __all__ = [
     "MODEL_COLORS",
@@ -26,14 +26,6 @@ __all__ = [
     "acceptance_bars",
 ]
 
-#: One colour per model, the same on every figure.
-MODEL_COLORS = {
-    "DL-UM": "#1f4e9c",
-    "DL-U": "#2a9d8f",
-    "DL-M": "#e07a1f",
-    "DL-UM US branch": "#7f8c9a",
-    "DL-UM MG branch": "#b0a089",
-}
 SESSION_COLORS = {"unaided": "#9aa5b1", "aided": "#1f4e9c"}
 _FALLBACK = ["#6a4c93", "#c0392b", "#16a085", "#8e44ad", "#2c3e50"]
 
