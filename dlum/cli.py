@@ -739,8 +739,8 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
                         "threshold on validation, write card metrics and the test predictions.csv")
     parser.add_argument("--readme", metavar="FILE", default=None, help="refresh the results table here")
     parser.add_argument("--figures", metavar="DIR", default=None,
-                        help="write a reliability diagram per held-out split here "
-                        "(reliability_test.svg, reliability_external.svg)")
+                        help="write ROC curves and a reliability diagram per held-out split here "
+                        "(roc_test.svg, reliability_test.svg, roc_external.svg, …)")
 
 
 def _report_run(args: argparse.Namespace) -> int:
@@ -758,7 +758,7 @@ def _report_run(args: argparse.Namespace) -> int:
         update_readme,
         update_readme_block,
     )
-    from dlum.visualize.reliability import figure_folder, reliability_svgs, write_figures
+    from dlum.visualize.readme_figures import figure_folder, readme_svgs, write_figures
 
     card = read_card(args.checkpoint)
     held = None
@@ -774,7 +774,8 @@ def _report_run(args: argparse.Namespace) -> int:
     figures = {}
     if args.figures:
         figure_folder(args.figures)
-        figures = reliability_svgs(held, SPLIT_TITLES)
+        op = card.operating_point
+        figures = readme_svgs(held, SPLIT_TITLES, op.thresholds if op is not None else None)
     if args.held_out:
         write_predictions(held, Path(args.checkpoint) / PREDICTIONS_FILE)
         write_card(args.checkpoint, card)

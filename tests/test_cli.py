@@ -224,7 +224,8 @@ def test_report_prints_the_results_table_and_refreshes_the_readme(tmp_path, caps
 def test_report_draws_the_reliability_diagrams_and_the_brier_column(tmp_path, capsys):
     import shutil
 
-    from dlum.visualize.reliability import reliability_svgs
+    from dlum.card import read_card
+    from dlum.visualize.readme_figures import readme_svgs
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "dlum-public-v2"
     checkpoint = tmp_path / "ckpt"
@@ -234,8 +235,11 @@ def test_report_draws_the_reliability_diagrams_and_the_brier_column(tmp_path, ca
     printed = capsys.readouterr().out
     entry = json.loads((checkpoint / "card.json").read_text())["metrics"]["test"]["all"]["p_dlum"]
     assert f"| {entry['ece']:.3f} | {entry['brier']:.3f} |  |" in printed
-    want = reliability_svgs(pd.read_csv(shipped / "predictions.csv"),
-                            {"test": "Test split", "external": "External split (a second centre)"})
+    want = readme_svgs(pd.read_csv(shipped / "predictions.csv"),
+                       {"test": "Test split", "external": "External split (a second centre)"},
+                       read_card(checkpoint).operating_point.thresholds)
+    assert set(want) == {f"{kind}_{split}.svg" for kind in ("roc", "reliability")
+                         for split in ("test", "external")}
     assert {p.name: p.read_text() for p in figures.iterdir()} == want
     assert f"wrote {figures / 'reliability_test.svg'}" in printed
 

@@ -9,8 +9,9 @@ from dlum.card import read_card
 from dlum.errors import InputError
 from dlum.predictions import read_predictions
 from dlum.stats import calibration_summary, calibration_table
-from dlum.visualize.reliability import (figure_folder, figure_svg, reliability_figure,
-                                        reliability_svgs, write_figures)
+from dlum.stats import roc_auc_ci, roc_curve_points
+from dlum.visualize.readme_figures import (figure_folder, figure_svg, readme_svgs,
+                                           reliability_figure, roc_figure, write_figures)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "dlum-public-v2"
 
@@ -50,9 +51,10 @@ def test_legend_scores_are_the_ones_the_card_reports(shipped):
 
 
 def test_svgs_are_valid_deterministic_and_keep_their_text(shipped):
-    first = reliability_svgs(shipped, {"test": "Test split"})
-    assert set(first) == {"reliability_test.svg", "reliability_external.svg"}
-    assert first == reliability_svgs(shipped, {"test": "Test split"})
+    first = readme_svgs(shipped, {"test": "Test split"})
+    assert set(first) == {"reliability_test.svg", "reliability_external.svg", "roc_test.svg",
+                          "roc_external.svg"}
+    assert first == readme_svgs(shipped, {"test": "Test split"})
     root = ET.fromstring(first["reliability_test.svg"])
     assert root.tag.endswith("svg")
     assert "Test split (n = 375)" in first["reliability_test.svg"]
@@ -68,9 +70,9 @@ def test_a_split_of_one_class_is_drawn_and_an_absent_one_is_a_message(shipped):
     with pytest.raises(InputError, match="no validation rows"):
         reliability_figure(shipped, "validation")
     with pytest.raises(InputError, match="no test or external rows"):
-        reliability_svgs(pd.DataFrame({"split": ["validation"], "label": [1], "p_dlum": [0.5]}))
+        readme_svgs(pd.DataFrame({"split": ["validation"], "label": [1], "p_dlum": [0.5]}))
     with pytest.raises(InputError, match="no 'split' column"):
-        reliability_svgs(shipped.drop(columns="split"))
+        readme_svgs(shipped.drop(columns="split"))
 
 
 def test_figures_go_into_a_folder_never_over_a_file(tmp_path):
@@ -90,6 +92,30 @@ def test_the_readme_figures_are_the_shipped_predictions_drawn_now(shipped):
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "figures"
     readme = (docs.parents[1] / "README.md").read_text()
-    for name, text in reliability_svgs(shipped, SPLIT_TITLES).items():
+    thresholds = read_card(SHIPPED).operating_point.thresholds
+    for name, text in readme_svgs(shipped, SPLIT_TITLES, thresholds).items():
         assert (docs / name).read_text() == text, f"{name}: run python -m dlum report --figures"
         assert f'src="docs/figures/{name}"' in readme
+
+
+def test_roc_curves_aucs_and_operating_points_are_the_cards(shipped):
+    card = read_card(SHIPPED)
+    thresholds = card.operating_point.thresholds
+    fig = roc_figure(shipped, "test", thresholds=thresholds)
+    ax = fig.axes[0]
+    curves = {line.get_gid(): line.get_data() for line in ax.lines if line.get_gid()}
+    test = shipped[shipped.split == "test"]
+    assert set(curves) == {"p_dlum", "p_dlu", "p_dlm"}
+    for column, (x, y) in curves.items():
+        points = roc_curve_points(test.label, test[column])
+        np.testing.assert_allclose(np.asarray(x, float), 1 - points.specificity.to_numpy())
+        np.testing.assert_allclose(np.asarray(y, float), points.sensitivity.to_numpy())
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    auc = roc_auc_ci(test.label, test.p_dlum)
+    assert any(t.startswith(f"DL-UM: AUC {auc.auc:.3f}") for t in legend)
+    entry = card.metrics["test"]["all"].outputs["p_dlum"]
+    dots = [line.get_data() for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == 3
+    assert any(np.allclose([d[0][0], d[1][0]], [1 - entry.specificity.value, entry.sensitivity.value])
+               for d in dots)
+    assert not [line for line in roc_figure(shipped, "test").axes[0].lines if line.get_marker() == "o"]
