@@ -795,6 +795,55 @@ register(Command("report", "threshold, test metrics and the README results table
                  _report_arguments, _report_run))
 
 
+# ------------------------------------------------------------------------------------- verdict
+def _verdict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--held-out", metavar="CSV", required=True,
+                        help="a candidate's held-out predictions (validation rows are read; test "
+                        "and external rows are dropped unread)")
+    bar = parser.add_mutually_exclusive_group(required=True)
+    bar.add_argument("--min-auc", type=float, metavar="AUC",
+                     help="validation DL-UM AUC the candidate must reach")
+    bar.add_argument("--against", metavar="DIR",
+                     help="a checkpoint whose validation DL-UM AUC (its held_out_predictions.csv) "
+                     "the candidate must reach, e.g. the shipped one")
+    parser.add_argument("--max-ece", type=float, default=None, metavar="ECE",
+                        help="largest validation DL-UM ECE, 10 equal-count bins (default 0.05)")
+
+
+def _verdict_run(args: argparse.Namespace) -> int:
+    from dlum.predictions import read_predictions
+    from dlum.shipping import shipping_verdict, verdict_text
+    from dlum.stats import CALIBRATED_ECE
+
+    from pathlib import Path
+
+    from dlum.shipping import validation_figures
+
+    for name, value in (("--min-auc", args.min_auc), ("--max-ece", args.max_ece)):
+        if value is not None and not 0 <= value <= 1:
+            raise DLUMError(f"{name} must lie in [0, 1], got {value:g}")
+    min_auc = args.min_auc
+    if args.against:
+        shipped = Path(args.against) / "held_out_predictions.csv"
+        if not shipped.is_file():
+            raise DLUMError(f"--against {args.against}: {shipped} does not exist")
+        min_auc = validation_figures(read_predictions(shipped))[1]["p_dlum"]["auc"]
+        print(f"bar: the validation DL-UM AUC of {args.against}, {min_auc:.4f}")
+    verdict = shipping_verdict(read_predictions(args.held_out), min_auc,
+                               CALIBRATED_ECE if args.max_ece is None else args.max_ece)
+    print(verdict_text(verdict))
+    return 0 if verdict.ships else 1
+
+
+register(Command("verdict", "does a candidate checkpoint ship? judged on its validation rows only",
+                 _verdict_arguments, _verdict_run,
+                 description="Judge a candidate's held-out predictions by the shipping rule on the "
+                 "validation split only: DL-UM's AUC at least --min-auc and its ECE at most "
+                 "--max-ece. Test and external rows are dropped before anything is computed. "
+                 "Exit status 0: ships (then run report --held-out); 1: does not ship; 2: the "
+                 "table cannot be judged."))
+
+
 # ---------------------------------------------------------------------------------------- info
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="DIR", default=None,

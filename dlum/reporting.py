@@ -43,6 +43,7 @@ __all__ = [
     "update_readme_block",
     "predict_example_markdown",
     "finalise_card",
+    "validation_rows",
     "precision_agreement",
 ]
 
@@ -181,6 +182,23 @@ def update_readme(readme: str | Path, markdown: str) -> bool:
     return update_readme_block(readme, markdown, README_START, README_END)
 
 
+def validation_rows(held_out: pd.DataFrame, purpose: str) -> pd.DataFrame:
+    """The validation rows of a held-out predictions table, which must hold both classes.
+
+    Raises:
+        DLUMError: no ``split`` column, or no validation rows with both classes.
+    """
+    if "split" not in held_out.columns:
+        raise DLUMError("the held-out predictions have no 'split' column (validation / test / "
+                        "external)")
+    val = held_out[held_out["split"] == VALIDATION]
+    if val["label"].nunique() != 2:
+        raise DLUMError(f"the held-out predictions need validation rows with both benign and "
+                        f"malignant cases {purpose}; found {len(val)} validation rows "
+                        f"({int(val['label'].sum())} malignant)")
+    return val
+
+
 def finalise_card(card: Card, held_out: pd.DataFrame,
                   min_sensitivity: float = MIN_SENSITIVITY) -> tuple[Card, pd.DataFrame]:
     """Add the validation-chosen operating points and held-out metrics to a DL-UM card.
@@ -194,14 +212,7 @@ def finalise_card(card: Card, held_out: pd.DataFrame,
         DLUMError: no ``split`` column, no validation rows with both classes, or no held-out rows
             (nothing is written then).
     """
-    if "split" not in held_out.columns:
-        raise DLUMError("the held-out predictions have no 'split' column (validation / test / "
-                        "external)")
-    val = held_out[held_out["split"] == VALIDATION]
-    if val["label"].nunique() != 2:
-        raise DLUMError(f"the held-out predictions need validation rows with both benign and "
-                        f"malignant cases to choose thresholds; found {len(val)} validation rows "
-                        f"({int(val['label'].sum())} malignant)")
+    val = validation_rows(held_out, "to choose thresholds")
     held = held_out[held_out["split"].isin(HELD_OUT_SPLITS)].reset_index(drop=True)
     if held.empty:
         raise DLUMError("the held-out predictions have no test or external rows to report on")
