@@ -811,13 +811,11 @@ def _verdict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _verdict_run(args: argparse.Namespace) -> int:
-    from dlum.predictions import read_predictions
-    from dlum.shipping import shipping_verdict, verdict_text
-    from dlum.stats import CALIBRATED_ECE
-
     from pathlib import Path
 
-    from dlum.shipping import validation_figures
+    from dlum.predictions import read_predictions
+    from dlum.shipping import shipping_verdict, validation_figures, verdict_text
+    from dlum.stats import CALIBRATED_ECE
 
     for name, value in (("--min-auc", args.min_auc), ("--max-ece", args.max_ece)):
         if value is not None and not 0 <= value <= 1:

@@ -69,7 +69,7 @@ def shipping_verdict(held_out: pd.DataFrame, min_auc: float, max_ece: float = CA
 def verdict_text(verdict: Verdict) -> str:
     """The verdict as a person reads it: validation figures, each condition, the decision."""
     lines = [f"Validation split: {verdict.pairs} pairs ({verdict.malignant} malignant); "
-             "test and external rows not read.", "",
+             "its test and external rows set aside unused.", "",
              "| model | AUC | ECE | Brier |", "|---|---|---|---|"]
     for column, f in verdict.figures.items():
         lines.append(f"| {model_name(column)} | {format_number(f['auc'])} | "

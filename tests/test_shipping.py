@@ -58,7 +58,7 @@ def test_verdict_command_exit_status_says_whether_it_ships(tmp_path, held_out, c
     shipped_csv = str(SHIPPED / "held_out_predictions.csv")
     assert cli.main(["verdict", "--held-out", shipped_csv, "--against", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
-    assert "test and external rows not read" in out and "Ships" in out
+    assert "test and external rows set aside unused" in out and "Ships" in out
     candidate = tmp_path / "candidate.csv"
     held_out.assign(p_dlum=held_out.p_dlum.round()).to_csv(candidate, index=False)
     assert cli.main(["verdict", "--held-out", str(candidate), "--min-auc", "0.5"]) == 1

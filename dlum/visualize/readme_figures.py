@@ -7,8 +7,9 @@ Cohort ROC give (Xu et al. 2025 ask for calibrated probabilities; ``dlum.stats.c
 
 The ROC curves (one per model, AUC with DeLong's 95% CI in the legend, each model's operating
 point at its card threshold marked) are the ones Cohort ROC draws, from the same functions
-(:mod:`dlum.evaluation`). The bins and the scores come from the tested statistics (:func:`dlum.stats.calibration_table`,
-:func:`dlum.stats.calibration_summary`); this module only draws them. It draws with matplotlib
+(:mod:`dlum.evaluation`). The bins and the scores come from the tested statistics
+(:func:`dlum.stats.calibration_table`, :func:`dlum.stats.calibration_summary`); this module
+only draws them. It draws with matplotlib
 rather than plotly, which the dashboard uses, because plotly's static export needs a browser
 engine and the README figures are written by ``python -m dlum report`` on any machine.
 """
@@ -28,8 +29,8 @@ from dlum.formatting import format_number
 from dlum.predictions import model_columns, model_name
 from dlum.stats import calibration_summary, calibration_table
 
-__all__ = ["FIGURE_MODELS", "reliability_figure", "roc_figure", "figure_svg", "readme_svgs", "figure_folder",
-           "write_figures"]
+__all__ = ["FIGURE_MODELS", "reliability_figure", "roc_figure", "figure_svg", "readme_svgs",
+           "figure_folder", "write_figures"]
 
 #: The models a README reliability diagram shows: the fusion and its two branches.
 FIGURE_MODELS = ("p_dlum", "p_dlu", "p_dlm")
