@@ -133,10 +133,11 @@ def _rater_map(models) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------- analyses
 def auc_table(frame: pd.DataFrame, models, subgroups=SUBGROUPS, level: float = 0.95,
-              n_boot: int = 2000) -> pd.DataFrame:
+              n_boot: int = 2000, cluster: bool = True) -> pd.DataFrame:
     """AUC with DeLong SE and CI per model and subgroup (``dlum.stats.subgroup_summary``), and,
-    when the table has ``patient_id``, a cluster-bootstrap CI that resamples US patients and MG
-    women (``dlum.stats.cluster_bootstrap_auc_ci``; pairs sharing a woman are not independent).
+    when ``cluster`` and the table has ``patient_id``, a cluster-bootstrap CI that resamples US
+    patients and MG women (``dlum.stats.cluster_bootstrap_auc_ci``; pairs sharing a woman are not
+    independent); NaN otherwise.
 
     A subgroup with one class gets NaN and a note (not an error)."""
     notes: list[str] = []
@@ -146,7 +147,7 @@ def auc_table(frame: pd.DataFrame, models, subgroups=SUBGROUPS, level: float = 0
             "auc_ci_high", "note"]
     table = table[keep].rename(columns={"rater": "model"})
     low, high = np.full(len(table), np.nan), np.full(len(table), np.nan)
-    if "patient_id" in frame.columns and (frame["patient_id"].astype(str) != "").all():
+    if cluster and "patient_id" in frame.columns and (frame["patient_id"].astype(str) != "").all():
         rmap = _rater_map(models)
         for i, row in table.iterrows():
             part = subset(frame, row["subgroup"])

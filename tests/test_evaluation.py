@@ -256,6 +256,9 @@ def test_cluster_intervals_need_patient_ids_and_are_wider_for_reused_lesions():
     row = table.loc["all"]
     assert row["auc_cluster_ci_low"] <= row["auc"] <= row["auc_cluster_ci_high"]
     assert "clusters [" in cohort.auc_display(table.reset_index()).iloc[0, 1]
+    delong_only = cohort.auc_table(load(df), {"DL-UM": "p_dlum"}, cluster=False).set_index("subgroup")
+    assert delong_only["auc_cluster_ci_low"].isna().all()
+    assert delong_only.loc["all", "auc_ci_low"] == row["auc_ci_low"]
 
 
 def test_calibration_metrics_match_stats(preds):

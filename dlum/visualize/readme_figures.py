@@ -83,9 +83,8 @@ def roc_figure(predictions: pd.DataFrame, split: str | None = None, *,
     rows, columns = _rows_and_models(predictions, split, "ROC curves")
     models = {model_name(c): c for c in columns}
     curves = roc_curves(rows, models, "all")
-    # DeLong's CI only: without patient_id auc_table skips the cluster bootstrap the legend omits
-    aucs = auc_table(rows.drop(columns="patient_id", errors="ignore"), models,
-                     subgroups=["all"]).set_index("model")
+    # the legend gives DeLong's CI only, so the cluster bootstrap is not run
+    aucs = auc_table(rows, models, subgroups=["all"], cluster=False).set_index("model")
     marked = {}
     if thresholds:
         table = operating_point_table(rows, models, "all",
